@@ -1,0 +1,13 @@
+import { hostname } from 'node:os';
+import type { Config } from '../core/config.js';
+import { type AuditReport, buildReport } from '../core/report.js';
+import { historyOf, readAgentState } from './agent-state.js';
+import type { Ports } from './ports.js';
+import { reconcile } from './reconcile.js';
+
+/** A report-mode pass over the whole host, plus what the running agent recorded. */
+export async function audit(config: Config, ports: Ports, version: string, now: () => Date): Promise<AuditReport> {
+  const result = await reconcile({ ...config, mode: 'report' }, ports);
+  const state = await readAgentState(ports.files, config.stateDir);
+  return buildReport({ version, host: hostname(), now: now(), backend: result.backend, interfaces: result.plan.interfaces, findings: result.findings, agent: state === null ? null : historyOf(state) });
+}

@@ -1,0 +1,69 @@
+import { chooseBackend } from '../core/backend-choice.js';
+import type { Config } from '../core/config.js';
+import { type Backend, type Family, otherBackend } from '../core/family.js';
+import { type NatTable, parseNatTable } from '../core/nat-table.js';
+import { BOOT_SCRIPT_NAME } from '../core/names.js';
+import type { Observation } from '../core/plan.js';
+import { CommandError } from '../errors.js';
+import type { Ports } from './ports.js';
+
+/**
+ * Reads the full actual state: one iptables-save per family and backend that can hold
+ * rules (the legacy table is read only when /proc says it exists), Docker's bridges,
+ * the boot script and OpenRC's runlevel.
+ */
+export async function observe(config: Config, ports: Ports): Promise<Observation> {
+  const { iptables } = ports;
+  const save = async (family: Family, backend: Backend, onlyIfLoaded: boolean): Promise<NatTable | null> => {
+    if (onlyIfLoaded && backend === 'legacy' && !(await iptables.legacyNatLoaded(family))) return null;
+    try {
+      const text = await iptables.save(family, backend);
+      return text === null ? null : parseNatTable(text);
+    } catch (e) {
+      // A missing variant of the other backend only means nothing of ours can be there.
+      if (onlyIfLoaded && e instanceof CommandError && e.code === 'command-missing') return null;
+      throw e;
+    }
+  };
+
+  const override = config.backend === 'auto' ? null : config.backend;
+  const nft4 = await save('ipv4', 'nft', override === 'legacy');
+  const legacy4 = await save('ipv4', 'legacy', override !== 'legacy');
+  const backend = chooseBackend(override, nft4, legacy4);
+  const other = otherBackend(backend.backend);
+  const [ours6, other6, dockerBridges, bootFile, bootDirExists, localServiceEnabled] = await Promise.all([
+    save('ipv6', backend.backend, false),
+    save('ipv6', other, true),
+    listDockerBridges(ports),
+    ports.files.read(`${config.bootScriptDir}/${BOOT_SCRIPT_NAME}`),
+    ports.files.exists(config.bootScriptDir),
+    localService(config, ports),
+  ]);
+  return {
+    backend,
+    tables: {
+      ipv4: backend.backend === 'nft' ? { ours: nft4, other: legacy4 } : { ours: legacy4, other: nft4 },
+      ipv6: { ours: ours6, other: other6 },
+    },
+    dockerBridges,
+    bootScript: { dirExists: bootDirExists, file: bootFile },
+    localServiceEnabled,
+  };
+}
+
+async function listDockerBridges(ports: Ports): Promise<string[] | null> {
+  if (ports.docker === null) return [];
+  try {
+    const { bridges, rejected } = await ports.docker.listBridges();
+    for (const r of rejected) ports.log.warn({ network: r.name, iface: r.iface, why: r.why }, 'docker network has a bridge name imds-guard will not put in a rule');
+    return bridges.map((b) => b.iface);
+  } catch (e) {
+    ports.log.debug({ err: (e as Error).message }, 'docker not reachable; keeping the interfaces already protected');
+    return null;
+  }
+}
+
+async function localService(config: Config, ports: Ports): Promise<boolean | null> {
+  if (!(await ports.files.exists(config.openrcRoot))) return null;
+  return ports.files.exists(`${config.openrcRoot}/default/local`);
+}

@@ -1,0 +1,77 @@
+import type { Config } from '../core/config.js';
+import type { Family } from '../core/family.js';
+import type { Finding } from '../core/findings.js';
+import { BOOT_SCRIPT_NAME } from '../core/names.js';
+import { type Plan, isConverged, planReconcile } from '../core/plan.js';
+import { CommandError } from '../errors.js';
+import { observe } from './observe.js';
+import type { Ports } from './ports.js';
+
+export interface ReconcileResult {
+  readonly plan: Plan;
+  /** Findings as observed at the start of the pass (what was wrong, before any repair). */
+  readonly findings: readonly Finding[];
+  readonly backend: string;
+  readonly restores: number;
+  readonly repaired: boolean;
+  readonly converged: boolean;
+}
+
+// A restore that deletes a jump fails when someone changed the table between our save
+// and our restore. That is a reason to look again, not an error.
+const ATTEMPTS = 3;
+
+/** One level-triggered pass: observe, compute, diff, apply (in enforce mode), report. */
+export async function reconcile(config: Config, ports: Ports): Promise<ReconcileResult> {
+  for (let attempt = 1; ; attempt++) {
+    const obs = await observe(config, ports);
+    const plan = planReconcile(config, obs);
+    const base = { plan, findings: plan.findings, backend: obs.backend.backend, converged: isConverged(plan) };
+    if (config.mode === 'report' || base.converged) return { ...base, restores: 0, repaired: false };
+    try {
+      const restores = await apply(config, plan, ports);
+      return { ...base, restores, repaired: true };
+    } catch (e) {
+      if (!(e instanceof CommandError && e.code === 'restore-failed') || attempt >= ATTEMPTS) throw e;
+      ports.log.warn({ attempt, err: e.message }, 'the nat table changed under the transaction; observing again');
+    }
+  }
+}
+
+async function apply(config: Config, plan: Plan, ports: Ports): Promise<number> {
+  const protectedFamilies = new Set<Family>();
+  for (const t of plan.transactions) {
+    await ports.iptables.restore(t.family, t.backend, t.payload);
+    ports.log.info({ family: t.family, backend: t.backend, lines: t.payload.split('\n').length - 3 }, 'applied nat transaction');
+    if (t.protects) protectedFamilies.add(t.family);
+  }
+  if (config.conntrack) await flushConnections(config, ports, protectedFamilies);
+  if (plan.bootScript?.write) {
+    const path = `${config.bootScriptDir}/${BOOT_SCRIPT_NAME}`;
+    await ports.files.writeAtomic(path, plan.bootScript.expected, 0o755);
+    ports.log.info({ path, was: plan.bootScript.state }, 'wrote boot script');
+  }
+  if (plan.enableLocalService) {
+    await ports.files.ensureSymlink('/etc/init.d/local', `${config.openrcRoot}/default/local`);
+    ports.log.info({ runlevel: 'default' }, "enabled OpenRC's local service");
+  }
+  return plan.transactions.length;
+}
+
+/** NAT only sees new connections: cut the ones to the endpoints opened before protection was in place. */
+async function flushConnections(config: Config, ports: Ports, families: ReadonlySet<Family>): Promise<void> {
+  for (const e of config.endpoints.filter((x) => families.has(x.family))) {
+    const r = await ports.conntrack.flush(e);
+    if ('deleted' in r) {
+      if (r.deleted > 0) ports.log.info({ endpoint: e.address, port: e.port, deleted: r.deleted }, 'cut tracked connections opened before protection');
+    } else {
+      ports.log.warn({ endpoint: e.address, why: r.unavailable }, 'could not cut tracked connections to the endpoint: connections opened before protection may stay open');
+    }
+  }
+}
+
+/** The protection verdict: drift or not protected means exit 1. */
+export function hasFailures(findings: readonly Finding[]): boolean {
+  return findings.some((f) => f.status === 'fail');
+}
+

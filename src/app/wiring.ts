@@ -1,0 +1,19 @@
+import type { Logger } from 'pino';
+import type { Config } from '../core/config.js';
+import { createConntrack } from '../shell/conntrack.js';
+import { createDocker } from '../shell/docker.js';
+import { runProcess } from '../shell/exec.js';
+import { files } from '../shell/files.js';
+import { createIptables } from '../shell/iptables.js';
+import type { Ports } from './ports.js';
+
+/** The real adapters, for the CLI. */
+export async function realPorts(config: Config, log: Logger): Promise<Ports> {
+  return {
+    iptables: createIptables(runProcess, { lockWaitSeconds: config.lockWaitSeconds }),
+    files,
+    conntrack: createConntrack(runProcess),
+    docker: config.docker ? await createDocker(config.dockerHost) : null,
+    log,
+  };
+}

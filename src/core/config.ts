@@ -1,0 +1,188 @@
+import { z } from 'zod';
+import { ConfigError } from '../errors.js';
+import { DEFAULT_ENDPOINTS, type Endpoint, parseEndpoint } from './endpoint.js';
+import { interfaceNameProblem } from './names.js';
+import { DEFAULT_TARGET, type Target, parseTarget } from './target.js';
+
+export type Mode = 'enforce' | 'report';
+export type BootScriptPolicy = 'auto' | 'always' | 'never';
+export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+
+/** The validated configuration: nothing in it can hold a value that would break a payload or script. */
+export interface Config {
+  readonly mode: Mode;
+  readonly backend: 'auto' | 'nft' | 'legacy';
+  readonly interfaces: readonly string[];
+  readonly endpoints: readonly Endpoint[];
+  readonly target: Target;
+  readonly target6: Target;
+  readonly bootScript: BootScriptPolicy;
+  readonly bootScriptDir: string;
+  readonly openrcRoot: string;
+  readonly enableLocalService: boolean;
+  readonly stateDir: string;
+  readonly docker: boolean;
+  readonly dockerHost: string | null;
+  readonly driftSchedule: string;
+  readonly lockWaitSeconds: number;
+  readonly conntrack: boolean;
+  readonly logLevel: LogLevel;
+}
+
+export const DEFAULT_INTERFACES: readonly string[] = ['docker0', 'docker_gwbridge', 'br-+'];
+export const DEFAULT_CONFIG_PATH = '/etc/imds-guard/config.yaml';
+
+const absolutePath = z
+  .string()
+  .refine((p) => p.startsWith('/') && !/[\0\n\r]/.test(p), 'must be an absolute path without newlines');
+
+// Six-field cron (with seconds) or five-field; the cron package validates the rest.
+const cronExpression = z.string().regex(/^[0-9*/,\-A-Za-z? ]+$/, 'must be a cron expression');
+
+const interfaceName = z.string().superRefine((name, ctx) => {
+  const problem = interfaceNameProblem(name);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+});
+
+const endpoint = z.string().transform((text, ctx) => {
+  const e = parseEndpoint(text);
+  if (typeof e === 'string') {
+    ctx.addIssue({ code: 'custom', message: e });
+    return z.NEVER;
+  }
+  return e;
+});
+
+const target = z.string().transform((text, ctx) => {
+  const t = parseTarget(text);
+  if (typeof t === 'string') {
+    ctx.addIssue({ code: 'custom', message: t });
+    return z.NEVER;
+  }
+  return t;
+});
+
+const schema = z
+  .object({
+    mode: z.enum(['enforce', 'report']).default('enforce'),
+    backend: z.enum(['auto', 'nft', 'legacy']).default('auto'),
+    interfaces: z.array(interfaceName).min(1, 'must name at least one interface').default([...DEFAULT_INTERFACES]),
+    endpoints: z.array(endpoint).min(1, 'must name at least one endpoint').default([...DEFAULT_ENDPOINTS].map((e) => parseEndpoint(e) as Endpoint)),
+    target: target.default(parseTarget(DEFAULT_TARGET) as Target),
+    target6: target.optional(),
+    bootScript: z.enum(['auto', 'always', 'never']).default('auto'),
+    bootScriptDir: absolutePath.default('/etc/local.d'),
+    openrcRoot: absolutePath.default('/etc/runlevels'),
+    enableLocalService: z.boolean().default(false),
+    stateDir: absolutePath.default('/var/lib/imds-guard'),
+    docker: z.boolean().default(true),
+    dockerHost: z.string().regex(/^(unix|tcp|http|https|ssh|npipe):\/\/\S+$/, 'must be a URL such as unix:///var/run/docker.sock').nullable().default(null),
+    driftSchedule: cronExpression.default('*/30 * * * * *'),
+    lockWaitSeconds: z.number().int().min(1).max(600).default(5),
+    conntrack: z.boolean().default(true),
+    logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+  })
+  .strict();
+
+export type RawConfig = Record<string, unknown>;
+
+/** One layer of settings and where it came from, for error messages. */
+export interface ConfigLayer {
+  readonly source: string;
+  readonly values: RawConfig;
+}
+
+/** Merges layers (later wins), validates once, and names the key, value and source of the first problem. */
+export function resolveConfig(layers: readonly ConfigLayer[]): Config {
+  const merged: RawConfig = {};
+  const sourceOf = new Map<string, string>();
+  for (const layer of layers) {
+    for (const [key, value] of Object.entries(layer.values)) {
+      if (value === undefined) continue;
+      merged[key] = value;
+      sourceOf.set(key, layer.source);
+    }
+  }
+  const parsed = schema.safeParse(merged);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const top = String(issue.path[0] ?? '');
+    const key = issue.path.map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`)).join('');
+    const value = valueAt(merged, issue.path);
+    const shown = value === undefined ? '' : ` ${JSON.stringify(value)}`;
+    const where = sourceOf.get(top) ?? 'config';
+    const message = issue.code === 'unrecognized_keys' ? `unknown key(s) ${issue.keys.join(', ')}` : issue.message;
+    throw new ConfigError(`${where}: ${key || '(root)'}${shown} ${message}`);
+  }
+  const c = parsed.data;
+  return { ...c, target6: pickTarget6(c.target, c.target6, c.endpoints, sourceOf.get('target') ?? 'config') };
+}
+
+function pickTarget6(target: Target, target6: Target | undefined, endpoints: readonly Endpoint[], where: string): Target {
+  const hasV6 = endpoints.some((e) => e.family === 'ipv6');
+  const hasV4 = endpoints.some((e) => e.family === 'ipv4');
+  if (target.kind === 'dnat' && target.family === 'ipv6' && hasV4) {
+    throw new ConfigError(`${where}: target is an IPv6 address but IPv4 endpoints are configured; give an IPv4 target and set target6`);
+  }
+  if (target6 !== undefined) {
+    if (target6.kind === 'dnat' && target6.family !== 'ipv6') throw new ConfigError(`config: target6 must be redirect or an IPv6 dnat address`);
+    return target6;
+  }
+  if (target.kind === 'dnat' && target.family === 'ipv4' && hasV6) {
+    throw new ConfigError(`${where}: target dnat to an IPv4 address cannot serve the IPv6 endpoints; set target6 (e.g. redirect)`);
+  }
+  return target;
+}
+
+function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
+  let v: unknown = root;
+  for (const p of path) {
+    if (v === null || typeof v !== 'object') return undefined;
+    v = (v as Record<PropertyKey, unknown>)[p];
+  }
+  return v;
+}
+
+/** Environment variables a deployment may set, IMDS_GUARD_<KEY>; lists are comma-separated. */
+export const ENV_KEYS: Readonly<Record<string, { key: string; kind: 'string' | 'list' | 'boolean' | 'number' }>> = {
+  IMDS_GUARD_MODE: { key: 'mode', kind: 'string' },
+  IMDS_GUARD_BACKEND: { key: 'backend', kind: 'string' },
+  IMDS_GUARD_INTERFACES: { key: 'interfaces', kind: 'list' },
+  IMDS_GUARD_ENDPOINTS: { key: 'endpoints', kind: 'list' },
+  IMDS_GUARD_TARGET: { key: 'target', kind: 'string' },
+  IMDS_GUARD_TARGET6: { key: 'target6', kind: 'string' },
+  IMDS_GUARD_BOOT_SCRIPT: { key: 'bootScript', kind: 'string' },
+  IMDS_GUARD_BOOT_SCRIPT_DIR: { key: 'bootScriptDir', kind: 'string' },
+  IMDS_GUARD_OPENRC_ROOT: { key: 'openrcRoot', kind: 'string' },
+  IMDS_GUARD_STATE_DIR: { key: 'stateDir', kind: 'string' },
+  IMDS_GUARD_DOCKER: { key: 'docker', kind: 'boolean' },
+  IMDS_GUARD_DRIFT_SCHEDULE: { key: 'driftSchedule', kind: 'string' },
+  IMDS_GUARD_LOCK_WAIT_SECONDS: { key: 'lockWaitSeconds', kind: 'number' },
+  IMDS_GUARD_CONNTRACK: { key: 'conntrack', kind: 'boolean' },
+  IMDS_GUARD_LOG_LEVEL: { key: 'logLevel', kind: 'string' },
+  DOCKER_HOST: { key: 'dockerHost', kind: 'string' },
+};
+
+/** Turns environment strings into typed raw values; bad booleans/numbers stay strings so the schema names them. */
+export function configFromEnv(env: NodeJS.ProcessEnv): RawConfig {
+  const out: RawConfig = {};
+  for (const [name, { key, kind }] of Object.entries(ENV_KEYS)) {
+    const text = env[name];
+    if (text === undefined || text === '') continue;
+    out[key] = coerce(text, kind);
+  }
+  return out;
+}
+
+export function coerce(text: string, kind: 'string' | 'list' | 'boolean' | 'number'): unknown {
+  switch (kind) {
+    case 'list':
+      return text.split(',').map((s) => s.trim()).filter((s) => s !== '');
+    case 'boolean':
+      return text === 'true' || text === '1' ? true : text === 'false' || text === '0' ? false : text;
+    case 'number':
+      return /^[0-9]+$/.test(text) ? Number(text) : text;
+    default:
+      return text;
+  }
+}

@@ -1,0 +1,124 @@
+import { type BackendChoice } from './backend-choice.js';
+import { type BootScriptFile, type BootScriptState, inspectBootScript, renderBootScript } from './boot-script.js';
+import type { Config } from './config.js';
+import { coveredInterfaces, desiredFamily, type DesiredFamily } from './desired.js';
+import { type Backend, type Family, FAMILIES, otherBackend } from './family.js';
+import { CHECK, type Finding } from './findings.js';
+import { compareNat } from './nat-compare.js';
+import { type NatTable, chainRules } from './nat-table.js';
+import { CHAIN, interfacePatternMatches } from './names.js';
+import { holdsOurs, renderRemoval, renderRestore } from './restore-payload.js';
+import { optionValue } from './rule.js';
+
+/** Everything one pass read from the host. */
+export interface Observation {
+  readonly backend: BackendChoice;
+  /** Per family: our backend's nat table (null: unavailable) and the other backend's (null: not loaded). */
+  readonly tables: Readonly<Record<Family, { readonly ours: NatTable | null; readonly other: NatTable | null }>>;
+  /** Bridge interfaces Docker reports, or null when Docker could not be asked. */
+  readonly dockerBridges: readonly string[] | null;
+  readonly bootScript: { readonly dirExists: boolean; readonly file: BootScriptFile | null };
+  /** Whether OpenRC's `local` service is in the default runlevel; null on a host without OpenRC. */
+  readonly localServiceEnabled: boolean | null;
+}
+
+export interface Transaction {
+  readonly family: Family;
+  readonly backend: Backend;
+  readonly payload: string;
+  /** Adds or repairs protection (so connections opened before it must be cut), rather than only removing ours. */
+  readonly protects: boolean;
+}
+
+export interface Plan {
+  readonly findings: readonly Finding[];
+  readonly interfaces: readonly string[];
+  readonly transactions: readonly Transaction[];
+  readonly bootScript: { readonly expected: string; readonly state: BootScriptState; readonly write: boolean } | null;
+  readonly enableLocalService: boolean;
+}
+
+/**
+ * Desired state from config plus Docker's networks, compared with what was observed.
+ * When Docker cannot be asked, interfaces already in our chain are kept: a Docker
+ * restart must never take protection away (fail closed).
+ */
+export function planReconcile(config: Config, obs: Observation): Plan {
+  const backend = obs.backend.backend;
+  const discovered = obs.dockerBridges ?? keptInterfaces(config, obs);
+  const interfaces = coveredInterfaces(config.interfaces, discovered);
+  const findings: Finding[] = [{ id: CHECK.backend, kind: 'backend', status: 'info', severity: 'info', backend, message: `iptables backend ${backend}: ${obs.backend.reason}`, evidence: [] }];
+  const transactions: Transaction[] = [];
+  const desired: DesiredFamily[] = [];
+
+  for (const family of FAMILIES) {
+    const { ours, other } = obs.tables[family];
+    const want = desiredFamily(config, family, interfaces);
+    if (ours === null) {
+      if (want.rules.length > 0) findings.push({ id: CHECK.family, kind: 'family-unavailable', status: 'info', severity: 'info', family, backend, message: `the ${family} nat table is not available on this host; ${family} endpoints are skipped`, evidence: [] });
+    } else if (want.rules.length === 0) {
+      const payload = renderRemoval(ours);
+      if (payload !== null) transactions.push({ family, backend, payload, protects: false });
+    } else {
+      desired.push(want);
+      const cmp = compareNat({ desired: want, table: ours, family, backend, interfaces });
+      findings.push(...cmp.findings);
+      const payload = renderRestore(want, cmp);
+      if (payload !== null) transactions.push({ family, backend, payload, protects: true });
+    }
+    if (other !== null && holdsOurs(other)) {
+      const ob = otherBackend(backend);
+      findings.push({ id: CHECK.otherBackend, kind: 'other-backend', status: 'fail', severity: 'medium', family, backend: ob, message: `imds-guard rules are left in the ${ob} backend, which Docker does not use`, evidence: chainRules(other, 'PREROUTING').filter((r) => optionValue(r, '-j') === CHAIN).map((r) => `-A PREROUTING ${r.args.join(' ')}`), remediation: 'imds-guard apply (removes them)' });
+      transactions.push({ family, backend: ob, payload: renderRemoval(other)!, protects: false });
+    }
+  }
+
+  const boot = planBootScript(config, obs, backend, desired, findings);
+  return { findings, interfaces, transactions, bootScript: boot.script, enableLocalService: boot.enableLocal };
+}
+
+function keptInterfaces(config: Config, obs: Observation): string[] {
+  const inChain = FAMILIES.flatMap((f) => chainRules(obs.tables[f].ours ?? { chains: [], rules: new Map(), canonical: '' }, CHAIN))
+    .map((r) => optionValue(r, '-i'))
+    .filter((i): i is string => i !== undefined);
+  return inChain.filter((i) => !config.interfaces.some((p) => p === i || interfacePatternMatches(p, i)));
+}
+
+const BOOT_FINDING: Record<Exclude<BootScriptState, 'ok'>, { kind: Finding['kind']; severity: Finding['severity']; message: string }> = {
+  missing: { kind: 'boot-script-missing', severity: 'high', message: 'the boot script is missing: protection is not restored at boot' },
+  stale: { kind: 'boot-script-stale', severity: 'medium', message: 'the boot script is out of date: it would restore other rules than the current configuration' },
+  edited: { kind: 'boot-script-edited', severity: 'high', message: 'the boot script was edited by hand' },
+  'not-executable': { kind: 'boot-script-not-executable', severity: 'high', message: "the boot script is not executable: OpenRC's local service skips it" },
+};
+
+function planBootScript(config: Config, obs: Observation, backend: Backend, desired: readonly DesiredFamily[], findings: Finding[]): { script: Plan['bootScript']; enableLocal: boolean } {
+  const path = `${config.bootScriptDir}/imds-guard.start`;
+  const wanted = config.bootScript === 'always' || (config.bootScript === 'auto' && obs.bootScript.dirExists);
+  if (!wanted || desired.length === 0) {
+    if (config.bootScript === 'auto' && !obs.bootScript.dirExists) {
+      findings.push({ id: CHECK.bootScript, kind: 'boot-script-ok', status: 'info', severity: 'info', message: `${config.bootScriptDir} does not exist (not an OpenRC host): no boot script written`, evidence: [] });
+    }
+    return { script: null, enableLocal: false };
+  }
+  const expected = renderBootScript(backend, desired);
+  const state = inspectBootScript(obs.bootScript.file, expected);
+  if (state === 'ok') {
+    findings.push({ id: CHECK.bootScript, kind: 'boot-script-ok', status: 'pass', severity: 'info', message: `${path} is current`, evidence: [] });
+  } else {
+    const f = BOOT_FINDING[state];
+    const mode = obs.bootScript.file === null ? [] : [`mode ${obs.bootScript.file.mode.toString(8)}`];
+    findings.push({ id: CHECK.bootScript, kind: f.kind, status: 'fail', severity: f.severity, message: `${f.message} (${path})`, evidence: mode, remediation: 'imds-guard apply' });
+  }
+  let enableLocal = false;
+  if (obs.localServiceEnabled === false) {
+    enableLocal = config.enableLocalService;
+    findings.push({ id: CHECK.localService, kind: 'local-service-disabled', status: config.enableLocalService ? 'fail' : 'warn', severity: 'medium', message: `OpenRC's local service is not in the default runlevel, so ${path} will not run at boot`, evidence: [`${config.openrcRoot}/default/local is missing`], remediation: 'rc-update add local default (or imds-guard apply --enable-local-service)' });
+  } else if (obs.localServiceEnabled === true) {
+    findings.push({ id: CHECK.localService, kind: 'local-service-ok', status: 'pass', severity: 'info', message: "OpenRC's local service is enabled", evidence: [] });
+  }
+  return { script: { expected, state, write: state !== 'ok' }, enableLocal };
+}
+
+export function isConverged(plan: Plan): boolean {
+  return plan.transactions.length === 0 && !(plan.bootScript?.write ?? false) && !plan.enableLocalService;
+}

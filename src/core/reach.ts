@@ -1,0 +1,118 @@
+import { isIP } from 'node:net';
+import type { Endpoint } from './endpoint.js';
+import { interfacePatternMatches } from './names.js';
+import { type Rule, ruleTarget } from './rule.js';
+
+// Targets that let the packet continue down the chain: a rule with one of these
+// cannot take endpoint traffic away from our jump below it.
+const NON_TERMINATING = new Set(['LOG', 'NFLOG', 'ULOG', 'MARK', 'CONNMARK', 'TRACE', 'AUDIT', 'TTL', 'HL', 'TOS', 'DSCP', 'CLASSIFY', 'SET', 'CONNSECMARK', 'SECMARK']);
+
+/**
+ * Whether `rule`, placed before our jump in PREROUTING, can match a new connection
+ * from one of `interfaces` to `endpoint` and stop it reaching our chain. Unknown
+ * matches are assumed to match (fail safe); only what provably excludes the endpoint
+ * makes a rule harmless — Swarm's `-m addrtype --dst-type LOCAL -j DOCKER-INGRESS`,
+ * for one, can never see a packet to a link-local address that is not on the host.
+ */
+export function canIntercept(rule: Rule, endpoint: Endpoint, interfaces: readonly string[]): boolean {
+  const target = ruleTarget(rule);
+  if (target === undefined || NON_TERMINATING.has(target)) return false;
+  for (const o of rule.options) {
+    const v = o.values[0] ?? '';
+    switch (o.name) {
+      case '-d':
+      case '--destination':
+      case '--dst': {
+        const inside = cidrContains(v, endpoint.address);
+        if (inside === null) break;
+        if (inside === o.negated) return false;
+        break;
+      }
+      case '-i':
+      case '--in-interface': {
+        const overlaps = interfaces.some((i) => patternsOverlap(v, i));
+        if (!o.negated && !overlaps) return false;
+        if (o.negated && interfaces.every((i) => !i.endsWith('+') && interfacePatternMatches(v, i))) return false;
+        break;
+      }
+      case '-p':
+      case '--protocol': {
+        const isTcp = v === 'tcp' || v === '6';
+        const any = v === 'all' || v === '0';
+        if (!o.negated && !isTcp && !any) return false;
+        if (o.negated && (isTcp || any)) return false;
+        break;
+      }
+      case '--dport':
+      case '--destination-port':
+      case '--dports':
+      case '--destination-ports': {
+        const hit = portListContains(v, endpoint.port);
+        if (hit === null) break;
+        if (hit === o.negated) return false;
+        break;
+      }
+      case '--dst-type': {
+        // The endpoint is never a local address of the host, so LOCAL never matches it.
+        const types = v.split(',');
+        if (!o.negated && types.every((t) => t === 'LOCAL')) return false;
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  return true;
+}
+
+/** Whether some interface name could match both iptables patterns. */
+export function patternsOverlap(a: string, b: string): boolean {
+  const pa = a.endsWith('+') ? a.slice(0, -1) : null;
+  const pb = b.endsWith('+') ? b.slice(0, -1) : null;
+  if (pa !== null && pb !== null) return pa.startsWith(pb) || pb.startsWith(pa);
+  if (pa !== null) return b.startsWith(pa);
+  if (pb !== null) return a.startsWith(pb);
+  return a === b;
+}
+
+function portListContains(spec: string, port: number): boolean | null {
+  const parts = spec.split(',');
+  let known = true;
+  for (const p of parts) {
+    const [lo, hi] = p.split(':');
+    const from = Number(lo === '' ? 0 : lo);
+    const to = hi === undefined ? from : Number(hi === '' ? 65535 : hi);
+    if (Number.isNaN(from) || Number.isNaN(to)) known = false;
+    else if (port >= from && port <= to) return true;
+  }
+  return known ? false : null;
+}
+
+/** Whether `address` lies in `cidr`; null when `cidr` is not something we can read (a hostname). */
+export function cidrContains(cidr: string, address: string): boolean | null {
+  const [net = '', lenText] = cidr.split('/');
+  const fam = isIP(net);
+  if (fam === 0 || fam !== isIP(address)) return fam === 0 ? null : false;
+  const bits = fam === 4 ? 32 : 128;
+  const len = lenText === undefined ? bits : lenText.includes('.') ? maskLength(lenText) : Number(lenText);
+  if (len === null || Number.isNaN(len)) return null;
+  const a = toBigInt(net);
+  const b = toBigInt(address);
+  const shift = BigInt(bits - len);
+  return a >> shift === b >> shift;
+}
+
+function maskLength(mask: string): number | null {
+  const n = toBigInt(mask);
+  const s = n.toString(2).padStart(32, '0');
+  return /^1*0*$/.test(s) ? s.indexOf('0') === -1 ? 32 : s.indexOf('0') : null;
+}
+
+function toBigInt(ip: string): bigint {
+  if (isIP(ip) === 4) return ip.split('.').reduce((acc, o) => (acc << 8n) + BigInt(Number(o)), 0n);
+  const [head = '', tail] = ip.split('::');
+  const h = head === '' ? [] : head.split(':');
+  const t = tail === undefined || tail === '' ? [] : tail.split(':');
+  const groups = [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
+  return groups.reduce((acc, g) => (acc << 16n) + BigInt(parseInt(g, 16)), 0n);
+}

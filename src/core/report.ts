@@ -1,0 +1,70 @@
+import type { Finding, FindingStatus } from './findings.js';
+
+/** The audit report. Its JSON form is documented in the README and only grows (schemaVersion). */
+export interface AuditReport {
+  readonly schemaVersion: 1;
+  readonly tool: 'imds-guard';
+  readonly version: string;
+  readonly generatedAt: string;
+  readonly host: string;
+  readonly protected: boolean;
+  readonly backend: string;
+  readonly interfaces: readonly string[];
+  readonly summary: Readonly<Record<FindingStatus, number>>;
+  readonly findings: readonly Finding[];
+  /** What the running agent recorded (null when no agent state was found). */
+  readonly agent: AgentHistory | null;
+}
+
+export interface AgentHistory {
+  readonly startedAt: string;
+  readonly lastReconcileAt: string | null;
+  readonly lastResult: 'converged' | 'repaired' | 'drift' | 'error' | null;
+  readonly lastError: string | null;
+  readonly driftCounts: Readonly<Record<string, number>>;
+  readonly recentDrift: readonly { readonly at: string; readonly kind: string; readonly message: string; readonly repaired: boolean }[];
+}
+
+export function buildReport(args: { version: string; host: string; now: Date; backend: string; interfaces: readonly string[]; findings: readonly Finding[]; agent: AgentHistory | null }): AuditReport {
+  const summary: Record<FindingStatus, number> = { pass: 0, fail: 0, warn: 0, info: 0 };
+  for (const f of args.findings) summary[f.status]++;
+  return {
+    schemaVersion: 1,
+    tool: 'imds-guard',
+    version: args.version,
+    generatedAt: args.now.toISOString(),
+    host: args.host,
+    protected: summary.fail === 0,
+    backend: args.backend,
+    interfaces: args.interfaces,
+    summary,
+    findings: args.findings,
+    agent: args.agent,
+  };
+}
+
+const LABEL: Record<FindingStatus, string> = { pass: 'PASS', fail: 'FAIL', warn: 'WARN', info: 'INFO' };
+const ORDER: Record<FindingStatus, number> = { fail: 0, warn: 1, pass: 2, info: 3 };
+
+export function renderReportText(r: AuditReport): string {
+  const lines = [
+    `imds-guard audit of ${r.host} at ${r.generatedAt}`,
+    `verdict: ${r.protected ? 'PROTECTED' : 'NOT PROTECTED / DRIFT'} (${r.summary.fail} fail, ${r.summary.warn} warn, ${r.summary.pass} pass)`,
+    `backend: ${r.backend}; interfaces: ${r.interfaces.join(' ')}`,
+    '',
+  ];
+  const sorted = [...r.findings].sort((a, b) => ORDER[a.status] - ORDER[b.status]);
+  for (const f of sorted) {
+    const where = [f.family, f.backend && f.kind === 'other-backend' ? f.backend : undefined].filter(Boolean).join('/');
+    lines.push(`[${LABEL[f.status]}] ${f.id} ${where ? `${where} ` : ''}${f.message}`);
+    for (const e of f.evidence) lines.push(`       evidence: ${e}`);
+    if (f.remediation && f.status !== 'pass') lines.push(`       fix: ${f.remediation}`);
+  }
+  if (r.agent !== null) {
+    lines.push('', `agent: started ${r.agent.startedAt}; last verified ${r.agent.lastReconcileAt ?? 'never'} (${r.agent.lastResult ?? 'n/a'})`);
+    const counts = Object.entries(r.agent.driftCounts);
+    if (counts.length > 0) lines.push(`drift since start: ${counts.map(([k, n]) => `${k}=${n}`).join(' ')}`);
+    for (const d of r.agent.recentDrift.slice(-10)) lines.push(`  ${d.at} ${d.kind}${d.repaired ? ' (repaired)' : ''}: ${d.message}`);
+  }
+  return `${lines.join('\n')}\n`;
+}

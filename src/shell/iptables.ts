@@ -1,0 +1,61 @@
+import { readFile } from 'node:fs/promises';
+import { CommandError } from '../errors.js';
+import type { Backend, Family } from '../core/family.js';
+import { type RunProcess, firstLine } from './exec.js';
+
+/** The nat table through iptables-save / iptables-restore of one backend and family. */
+export interface IptablesPort {
+  /** The `iptables-save -t nat` text, or null when that family's nat table is unavailable. */
+  save(family: Family, backend: Backend): Promise<string | null>;
+  /** Applies one `--noflush` transaction; all or nothing. */
+  restore(family: Family, backend: Backend, payload: string): Promise<void>;
+  /** Whether the legacy nat table exists in this network namespace (read from /proc, no process). */
+  legacyNatLoaded(family: Family): Promise<boolean>;
+}
+
+const PREFIX: Record<Family, string> = { ipv4: 'iptables', ipv6: 'ip6tables' };
+
+export function toolName(family: Family, backend: Backend, verb: 'save' | 'restore'): string {
+  return `${PREFIX[family]}-${backend}-${verb}`;
+}
+
+// Messages iptables prints when the table (or the whole family) is not there.
+const UNAVAILABLE = /table does not exist|can't initialize|Could not fetch rule set|not supported|No such file or directory|Unknown error/i;
+const PERMISSION = /Permission denied|must be root|Operation not permitted/i;
+const LOCK = /xtables lock|holding the xtables|Resource temporarily unavailable/i;
+
+export function createIptables(run: RunProcess, opts: { lockWaitSeconds: number; procNet?: string }): IptablesPort {
+  const procNet = opts.procNet ?? '/proc/net';
+  return {
+    async save(family, backend) {
+      const tool = toolName(family, backend, 'save');
+      const r = await run(tool, ['-t', 'nat']);
+      if (r.code === 0) return r.stdout;
+      const why = firstLine(r.stderr);
+      if (PERMISSION.test(r.stderr)) throw new CommandError(`${tool}: permission denied (run as root or with CAP_NET_ADMIN): ${why}`, 'permission-denied', tool, r.stderr);
+      if (UNAVAILABLE.test(r.stderr) || r.stdout === '') return null;
+      throw new CommandError(`${tool} failed (exit ${r.code}): ${why}`, 'command-failed', tool, r.stderr);
+    },
+    async restore(family, backend, payload) {
+      const tool = toolName(family, backend, 'restore');
+      const r = await run(tool, ['--noflush', '-w', String(opts.lockWaitSeconds)], { input: payload });
+      if (r.code === 0) return;
+      const why = firstLine(r.stderr);
+      if (PERMISSION.test(r.stderr)) throw new CommandError(`${tool}: permission denied (run as root or with CAP_NET_ADMIN): ${why}`, 'permission-denied', tool, r.stderr);
+      if (r.code === 4 || LOCK.test(r.stderr)) {
+        throw new CommandError(`${tool}: the xtables lock was held by another process for ${opts.lockWaitSeconds}s; nothing was applied`, 'lock-held', tool, r.stderr);
+      }
+      const at = /line:? (\d+)/i.exec(r.stderr)?.[1];
+      const line = at === undefined ? '' : ` (payload line ${at}: ${payload.split('\n')[Number(at) - 1] ?? ''})`;
+      throw new CommandError(`${tool} rejected the transaction, nothing was applied: ${why}${line}`, 'restore-failed', tool, r.stderr);
+    },
+    async legacyNatLoaded(family) {
+      const file = `${procNet}/${family === 'ipv4' ? 'ip_tables_names' : 'ip6_tables_names'}`;
+      try {
+        return (await readFile(file, 'utf8')).split('\n').includes('nat');
+      } catch {
+        return false;
+      }
+    },
+  };
+}
