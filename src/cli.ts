@@ -151,7 +151,7 @@ export function buildProgram(): Command {
       const { loadConfig } = await import('./app/settings.js');
       const configPath = cmd.opts<{ config?: string }>().config;
       const flags = flagValues(cmd);
-      process.exitCode = await runAgent(() => loadConfig(configPath, flags, process.env), VERSION);
+      process.exit(await runAgent(() => loadConfig(configPath, flags, process.env), VERSION));
     });
 
   return program;

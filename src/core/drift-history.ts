@@ -1,0 +1,33 @@
+import { type Finding, findingKey } from './findings.js';
+
+export interface DriftRecord {
+  readonly at: string;
+  readonly kind: string;
+  readonly message: string;
+  readonly repaired: boolean;
+}
+
+/** What the agent remembers of drift across passes. */
+export interface DriftHistory {
+  readonly counts: Readonly<Record<string, number>>;
+  readonly recent: readonly DriftRecord[];
+  /** Drift still in place after the last pass (report mode, or a failed repair). */
+  readonly open: ReadonlySet<string>;
+}
+
+export const EMPTY_HISTORY: DriftHistory = { counts: {}, recent: [], open: new Set() };
+
+/**
+ * Folds one pass's findings into the history. A drift is new (logged and counted) when
+ * it was not already open: in enforce mode every repaired drift closes, so a rule that
+ * is deleted again is counted again; in report mode a drift that stays is logged once.
+ */
+export function recordPass(h: DriftHistory, findings: readonly Finding[], repaired: boolean, at: string, maxRecent: number): { history: DriftHistory; fresh: Finding[] } {
+  const drift = findings.filter((f) => f.status === 'fail');
+  const fresh = drift.filter((f) => !h.open.has(findingKey(f)));
+  const counts = { ...h.counts };
+  for (const f of fresh) counts[f.kind] = (counts[f.kind] ?? 0) + 1;
+  const recent = [...h.recent, ...fresh.map((f) => ({ at, kind: f.kind, message: f.message, repaired }))].slice(-maxRecent);
+  const open = repaired ? new Set<string>() : new Set(drift.map(findingKey));
+  return { history: { counts, recent, open }, fresh };
+}
