@@ -1,0 +1,28 @@
+# imds-guard agent image, for the Swarm global service (deploy/stack.yml).
+# Debian bookworm like the build stage, so iptables ships both backends
+# (iptables-nft-* and iptables-legacy-*) and the agent can use whichever holds
+# the host's Docker rules. scripts/agent-image assembles the same layout offline.
+ARG NODE_IMAGE=node:20-bookworm-slim@sha256:2cf067cfed83d5ea958367df9f966191a942351a2df77d6f0193e162b5febfc0
+
+FROM ${NODE_IMAGE} AS build
+WORKDIR /src
+COPY package.json package-lock.json tsconfig.json ./
+RUN npm ci --no-audit --no-fund
+COPY src ./src
+RUN npm run build && npm prune --omit=dev
+
+FROM ${NODE_IMAGE}
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends iptables conntrack \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /opt/imds-guard
+COPY --from=build /src/package.json ./package.json
+COPY --from=build /src/node_modules ./node_modules
+COPY --from=build /src/dist ./dist
+ENV IMDS_GUARD_STATE_DIR=/var/lib/imds-guard NODE_ENV=production
+# The agent is PID 1: it installs its own SIGTERM/SIGINT/SIGHUP handlers (PID 1 has
+# no default signal actions) and only ever has short-lived iptables children to reap.
+ENTRYPOINT ["node", "/opt/imds-guard/dist/cli.js"]
+CMD ["run"]
+HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 \
+  CMD ["node", "/opt/imds-guard/dist/cli.js", "status", "--max-age", "120"]
