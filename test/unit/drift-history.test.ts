@@ -1,0 +1,37 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { EMPTY_HISTORY, recordPass } from '../../src/core/drift-history.js';
+import type { Finding } from '../../src/core/findings.js';
+
+const missing: Finding = { id: 'IG-101', kind: 'rule-missing', status: 'fail', severity: 'critical', family: 'ipv4', interface: 'docker0', endpoint: '169.254.169.254:80', message: 'docker0 not protected', evidence: [] };
+const ok: Finding = { id: 'IG-101', kind: 'protected', status: 'pass', severity: 'info', message: 'ok', evidence: [] };
+
+test('in enforce mode a drift that comes back after a repair is counted again', () => {
+  let h = EMPTY_HISTORY;
+  const first = recordPass(h, [missing], true, 't1', 10);
+  h = first.history;
+  const second = recordPass(h, [missing], true, 't2', 10);
+  assert.equal(first.fresh.length, 1);
+  assert.equal(second.fresh.length, 1);
+  assert.equal(second.history.counts['rule-missing'], 2);
+});
+
+test('in report mode a drift that stays is logged once', () => {
+  const first = recordPass(EMPTY_HISTORY, [missing], false, 't1', 10);
+  const second = recordPass(first.history, [missing], false, 't2', 10);
+  assert.equal(second.fresh.length, 0);
+  assert.equal(second.history.counts['rule-missing'], 1);
+});
+
+test('passing findings are not drift', () => {
+  const r = recordPass(EMPTY_HISTORY, [ok], false, 't', 10);
+  assert.equal(r.fresh.length, 0);
+  assert.deepEqual(r.history.counts, {});
+});
+
+test('the recent-drift list is bounded', () => {
+  let h = EMPTY_HISTORY;
+  for (let i = 0; i < 30; i++) h = recordPass(h, [missing], true, `t${i}`, 10).history;
+  assert.equal(h.recent.length, 10);
+  assert.equal(h.recent.at(-1)?.at, 't29');
+});
