@@ -1,6 +1,6 @@
 import { chooseBackend } from '../core/backend-choice.js';
 import type { Config } from '../core/config.js';
-import { type Backend, type Family, otherBackend } from '../core/family.js';
+import type { Backend, Family } from '../core/family.js';
 import { type NatTable, parseNatTable } from '../core/nat-table.js';
 import { BOOT_SCRIPT_NAME } from '../core/names.js';
 import type { Observation } from '../core/plan.js';
@@ -27,23 +27,24 @@ export async function observe(config: Config, ports: Ports): Promise<Observation
   };
 
   const override = config.backend === 'auto' ? null : config.backend;
-  const nft4 = await save('ipv4', 'nft', override === 'legacy');
-  const legacy4 = await save('ipv4', 'legacy', override !== 'legacy');
-  const backend = chooseBackend(override, nft4, legacy4);
-  const other = otherBackend(backend.backend);
-  const [ours6, other6, dockerBridges, bootFile, bootDirExists, localServiceEnabled] = await Promise.all([
-    save('ipv6', backend.backend, false),
-    save('ipv6', other, true),
+  // nft's IPv6 table is needed whichever backend wins (ours, or the other to check for
+  // leftovers), so it is read alongside IPv4: two saves in parallel on an nft host.
+  const [nft4, legacy4, nft6, dockerBridges, bootFile, bootDirExists, localServiceEnabled] = await Promise.all([
+    save('ipv4', 'nft', override === 'legacy'),
+    save('ipv4', 'legacy', override !== 'legacy'),
+    save('ipv6', 'nft', override === 'legacy'),
     listDockerBridges(ports),
     ports.files.read(`${config.bootScriptDir}/${BOOT_SCRIPT_NAME}`),
     ports.files.exists(config.bootScriptDir),
     localService(config, ports),
   ]);
+  const backend = chooseBackend(override, nft4, legacy4);
+  const legacy6 = await save('ipv6', 'legacy', backend.backend === 'nft');
   return {
     backend,
     tables: {
       ipv4: backend.backend === 'nft' ? { ours: nft4, other: legacy4 } : { ours: legacy4, other: nft4 },
-      ipv6: { ours: ours6, other: other6 },
+      ipv6: backend.backend === 'nft' ? { ours: nft6, other: legacy6 } : { ours: legacy6, other: nft6 },
     },
     dockerBridges,
     bootScript: { dirExists: bootDirExists, file: bootFile },

@@ -1,5 +1,5 @@
 import type { Backend } from './family.js';
-import { type NatTable, chainRules, hasChain } from './nat-table.js';
+import { type NatTable, hasChain, ruleCount as countRules } from './nat-table.js';
 
 export interface BackendChoice {
   readonly backend: Backend;
@@ -10,7 +10,7 @@ export interface BackendChoice {
 const DOCKER_CHAINS = ['DOCKER', 'DOCKER-INGRESS'];
 
 const hasDocker = (t: NatTable | null): boolean => t !== null && DOCKER_CHAINS.some((c) => hasChain(t, c));
-const ruleCount = (t: NatTable | null): number => (t === null ? 0 : t.chains.reduce((n, c) => n + chainRules(t, c).length, 0));
+const ruleCount = (t: NatTable | null): number => (t === null ? 0 : countRules(t));
 
 /**
  * Picks the backend our rules must share with Docker's. kubernetes-sigs/iptables-wrappers

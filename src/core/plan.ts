@@ -5,7 +5,7 @@ import { coveredInterfaces, desiredFamily, type DesiredFamily } from './desired.
 import { type Backend, type Family, FAMILIES, otherBackend } from './family.js';
 import { CHECK, type Finding } from './findings.js';
 import { compareNat } from './nat-compare.js';
-import { type NatTable, chainRules } from './nat-table.js';
+import { EMPTY_NAT, type NatTable, chainRules } from './nat-table.js';
 import { CHAIN, interfacePatternMatches } from './names.js';
 import { holdsOurs, renderRemoval, renderRestore } from './restore-payload.js';
 import { optionValue } from './rule.js';
@@ -78,7 +78,7 @@ export function planReconcile(config: Config, obs: Observation): Plan {
 }
 
 function keptInterfaces(config: Config, obs: Observation): string[] {
-  const inChain = FAMILIES.flatMap((f) => chainRules(obs.tables[f].ours ?? { chains: [], rules: new Map(), canonical: '' }, CHAIN))
+  const inChain = FAMILIES.flatMap((f) => chainRules(obs.tables[f].ours ?? EMPTY_NAT, CHAIN))
     .map((r) => optionValue(r, '-i'))
     .filter((i): i is string => i !== undefined);
   return inChain.filter((i) => !config.interfaces.some((p) => p === i || interfacePatternMatches(p, i)));

@@ -1,6 +1,6 @@
 import type { DesiredFamily } from './desired.js';
 import type { NatComparison } from './nat-compare.js';
-import { type NatTable, chainRules, hasChain } from './nat-table.js';
+import { type NatTable, chainRules, chainsJumpingTo, hasChain } from './nat-table.js';
 import { CHAIN } from './names.js';
 import { joinArgs, ruleTarget } from './rule.js';
 
@@ -33,7 +33,7 @@ export function renderRestore(desired: DesiredFamily, cmp: NatComparison): strin
  * while referenced), then the chain. Null when there is nothing of ours.
  */
 export function renderRemoval(table: NatTable): string | null {
-  const refs = table.chains.flatMap((c) => (c === CHAIN ? [] : chainRules(table, c).filter((r) => ruleTarget(r) === CHAIN)));
+  const refs = chainsJumpingTo(table, CHAIN).flatMap((c) => (c === CHAIN ? [] : chainRules(table, c).filter((r) => ruleTarget(r) === CHAIN)));
   if (refs.length === 0 && !hasChain(table, CHAIN)) return null;
   const lines = ['*nat'];
   for (const r of refs) lines.push(`-D ${r.chain} ${joinArgs(r.args)}`);

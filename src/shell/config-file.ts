@@ -1,5 +1,4 @@
 import { readFile } from 'node:fs/promises';
-import { parse } from 'yaml';
 import { ConfigError } from '../errors.js';
 import type { RawConfig } from '../core/config.js';
 
@@ -16,6 +15,8 @@ export async function readConfigFile(path: string, required: boolean): Promise<R
     if (code === 'ENOENT' && !required) return {};
     throw new ConfigError(`config file ${path}: cannot read it (${code ?? (e as Error).message})`);
   }
+  // Loaded only when there is a file to read: most hosts run on defaults and flags.
+  const { parse } = await import('yaml');
   let value: unknown;
   try {
     value = parse(text, { prettyErrors: false, uniqueKeys: true });

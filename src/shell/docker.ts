@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { access } from 'node:fs/promises';
 import { join } from 'node:path';
 import type Dockerode from 'dockerode';
 import { interfaceNameProblem } from '../core/names.js';
@@ -48,12 +49,22 @@ function modemOptions(host: string | null): Dockerode.DockerOptions | undefined 
 }
 
 export async function createDocker(host: string | null, timeoutMs = 5000): Promise<DockerPort> {
-  // Loaded on demand: dockerode is the heaviest module, and a plain `apply` may not need it.
-  const { default: Docker } = await import('dockerode');
-  const docker = new Docker({ ...modemOptions(host), timeout: timeoutMs });
-  const eventsClient = new Docker({ ...modemOptions(host) }); // no timeout: the stream is long-lived
+  const options = modemOptions(host);
+  const socketPath = options?.socketPath ?? (host === null && process.env.DOCKER_HOST === undefined ? '/var/run/docker.sock' : undefined);
+  let clients: { docker: Dockerode; events: Dockerode } | null = null;
+  const connect = async (): Promise<{ docker: Dockerode; events: Dockerode }> => {
+    // No socket, no Docker: say so without loading dockerode, the heaviest module we have.
+    if (socketPath !== undefined) await access(socketPath);
+    if (clients === null) {
+      const { default: Docker } = await import('dockerode');
+      // The event stream is long-lived, so its client has no request timeout.
+      clients = { docker: new Docker({ ...options, timeout: timeoutMs }), events: new Docker({ ...options }) };
+    }
+    return clients;
+  };
   return {
     async listBridges() {
+      const { docker } = await connect();
       const nets = await docker.listNetworks({ filters: { driver: ['bridge'] } });
       const bridges: BridgeNetwork[] = [];
       const rejected: { name: string; iface: string; why: string }[] = [];
@@ -67,7 +78,8 @@ export async function createDocker(host: string | null, timeoutMs = 5000): Promi
       return { bridges, rejected };
     },
     async watchNetworks(onEvent, onEnd) {
-      const stream = (await eventsClient.getEvents({ filters: { type: ['network'] } })) as NodeJS.ReadableStream & { destroy(): void };
+      const { events } = await connect();
+      const stream = (await events.getEvents({ filters: { type: ['network'] } })) as NodeJS.ReadableStream & { destroy(): void };
       let buffered = '';
       let ended = false;
       const end = (err: Error | null): void => {
