@@ -44,23 +44,18 @@ const interfaceName = z.string().superRefine((name, ctx) => {
   if (problem) ctx.addIssue({ code: 'custom', message: problem });
 });
 
-const endpoint = z.string().transform((text, ctx) => {
-  const e = parseEndpoint(text);
-  if (typeof e === 'string') {
-    ctx.addIssue({ code: 'custom', message: e });
+/** A string field parsed by one of the core parsers, which return a reason string on failure. */
+function parsedBy<T>(parse: (text: string) => T | string) {
+  return z.string().transform((text, ctx) => {
+    const v = parse(text);
+    if (typeof v !== 'string') return v;
+    ctx.addIssue({ code: 'custom', message: v });
     return z.NEVER;
-  }
-  return e;
-});
+  });
+}
 
-const target = z.string().transform((text, ctx) => {
-  const t = parseTarget(text);
-  if (typeof t === 'string') {
-    ctx.addIssue({ code: 'custom', message: t });
-    return z.NEVER;
-  }
-  return t;
-});
+const endpoint = parsedBy(parseEndpoint);
+const target = parsedBy(parseTarget);
 
 const schema = z
   .object({
@@ -110,26 +105,32 @@ export function resolveConfig(layers: readonly ConfigLayer[]): Config {
     const key = issue.path.map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`)).join('');
     const value = valueAt(merged, issue.path);
     const shown = value === undefined ? '' : ` ${JSON.stringify(value)}`;
+    if (issue.code === 'unrecognized_keys') {
+      // The issue sits at the root; name the first unknown key, its value and the layer it came from.
+      const first = issue.keys[0] ?? '';
+      const others = issue.keys.length > 1 ? ` (nor ${issue.keys.slice(1).join(', ')})` : '';
+      throw new ConfigError(`${sourceOf.get(first) ?? 'config'}: ${first} ${JSON.stringify(merged[first])} is not a known key${others}`);
+    }
     const where = sourceOf.get(top) ?? 'config';
-    const message = issue.code === 'unrecognized_keys' ? `unknown key(s) ${issue.keys.join(', ')}` : issue.message;
-    throw new ConfigError(`${where}: ${key || '(root)'}${shown} ${message}`);
+    throw new ConfigError(`${where}: ${key || '(root)'}${shown} ${issue.message}`);
   }
   const c = parsed.data;
-  return { ...c, target6: pickTarget6(c.target, c.target6, c.endpoints, sourceOf.get('target') ?? 'config') };
+  const named = (k: 'target' | 'target6'): string => `${sourceOf.get(k) ?? 'config'}: ${k} ${JSON.stringify(merged[k])}`;
+  return { ...c, target6: pickTarget6(c.target, c.target6, c.endpoints, named) };
 }
 
-function pickTarget6(target: Target, target6: Target | undefined, endpoints: readonly Endpoint[], where: string): Target {
+function pickTarget6(target: Target, target6: Target | undefined, endpoints: readonly Endpoint[], named: (k: 'target' | 'target6') => string): Target {
   const hasV6 = endpoints.some((e) => e.family === 'ipv6');
   const hasV4 = endpoints.some((e) => e.family === 'ipv4');
   if (target.kind === 'dnat' && target.family === 'ipv6' && hasV4) {
-    throw new ConfigError(`${where}: target is an IPv6 address but IPv4 endpoints are configured; give an IPv4 target and set target6`);
+    throw new ConfigError(`${named('target')} is an IPv6 address but IPv4 endpoints are configured; give an IPv4 target and set target6`);
   }
   if (target6 !== undefined) {
-    if (target6.kind === 'dnat' && target6.family !== 'ipv6') throw new ConfigError(`config: target6 must be redirect or an IPv6 dnat address`);
+    if (target6.kind === 'dnat' && target6.family !== 'ipv6') throw new ConfigError(`${named('target6')} must be redirect or an IPv6 dnat address`);
     return target6;
   }
   if (target.kind === 'dnat' && target.family === 'ipv4' && hasV6) {
-    throw new ConfigError(`${where}: target dnat to an IPv4 address cannot serve the IPv6 endpoints; set target6 (e.g. redirect)`);
+    throw new ConfigError(`${named('target')} is a dnat to an IPv4 address, which cannot serve the IPv6 endpoints; set target6 (e.g. redirect)`);
   }
   return target;
 }
