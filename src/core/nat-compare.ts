@@ -50,7 +50,7 @@ export function compareNat(input: CompareInput): NatComparison {
   }
   findings.push(...jump.findings.map((f) => ({ ...at, ...f })));
 
-  const jumpOk = jump.jumps.length > 0 && jump.jumpsToDelete.length === 0;
+  const jumpOk = jump.reachesChain;
   for (const d of desired.rules) {
     const present = chain.matched.has(d.id);
     const ok = present && jumpOk;
@@ -109,6 +109,8 @@ function compareChain(desired: DesiredFamily, table: NatTable): ChainState {
 interface JumpState {
   jumps: Rule[];
   jumpsToDelete: Rule[];
+  /** All endpoint traffic reaches our chain: a canonical jump comes first and nothing above it can take the traffic. A duplicate below it needs tidying but does not take protection away. */
+  reachesChain: boolean;
   findings: Omit<Finding, 'family' | 'backend'>[];
 }
 
@@ -123,7 +125,7 @@ function compareJump(desired: DesiredFamily, table: NatTable, interfaces: readon
   const findings: JumpState['findings'] = [];
   if (jumps.length === 0) {
     findings.push({ id: CHECK.jump, kind: 'jump-missing', status: 'fail', severity: 'critical', message: `PREROUTING has no jump to ${CHAIN}`, evidence: [], remediation: 'imds-guard apply' });
-    return { jumps, jumpsToDelete: [], findings };
+    return { jumps, jumpsToDelete: [], reachesChain: false, findings };
   }
   const canonical = parseRuleArgs('PREROUTING', desired.jumpArgs);
   const first = prerouting.indexOf(jumps[0]!);
@@ -149,7 +151,7 @@ function compareJump(desired: DesiredFamily, table: NatTable, interfaces: readon
   if (!broken) {
     findings.push({ id: CHECK.jump, kind: 'protected', status: 'pass', severity: 'info', message: `the ${CHAIN} jump sees all metadata traffic first${first > 0 ? ` (${first} harmless rule(s) above it)` : ''}`, evidence: [savedLine(jumps[0]!)] });
   }
-  return { jumps, jumpsToDelete: broken ? jumps : [], findings };
+  return { jumps, jumpsToDelete: broken ? jumps : [], reachesChain: above.length === 0 && sameRule(jumps[0]!, canonical), findings };
 }
 
 function uniqueEndpoints(desired: DesiredFamily): Endpoint[] {
