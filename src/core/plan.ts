@@ -8,7 +8,7 @@ import { compareNat } from './nat-compare.js';
 import { EMPTY_NAT, type NatTable, chainRules } from './nat-table.js';
 import { CHAIN, interfacePatternMatches } from './names.js';
 import { holdsOurs, renderRemoval, renderRestore } from './restore-payload.js';
-import { optionValue } from './rule.js';
+import { joinArgs, optionValue } from './rule.js';
 
 /** Everything one pass read from the host. */
 export interface Observation {
@@ -68,7 +68,7 @@ export function planReconcile(config: Config, obs: Observation): Plan {
     }
     if (other !== null && holdsOurs(other)) {
       const ob = otherBackend(backend);
-      findings.push({ id: CHECK.otherBackend, kind: 'other-backend', status: 'fail', severity: 'medium', family, backend: ob, message: `imds-guard rules are left in the ${ob} backend, which Docker does not use`, evidence: chainRules(other, 'PREROUTING').filter((r) => optionValue(r, '-j') === CHAIN).map((r) => `-A PREROUTING ${r.args.join(' ')}`), remediation: 'imds-guard apply (removes them)' });
+      findings.push({ id: CHECK.otherBackend, kind: 'other-backend', status: 'fail', severity: 'medium', family, backend: ob, message: `imds-guard rules are left in the ${ob} backend, which Docker does not use`, evidence: chainRules(other, 'PREROUTING').filter((r) => optionValue(r, '-j') === CHAIN).map((r) => `-A PREROUTING ${joinArgs(r.args)}`), remediation: 'imds-guard apply (removes them)' });
       transactions.push({ family, backend: ob, payload: renderRemoval(other)!, protects: false });
     }
   }
