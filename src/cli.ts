@@ -45,6 +45,7 @@ function withConfigOptions(cmd: Command): Command {
     .option('--docker-host <url>', 'Docker API, e.g. unix:///var/run/docker.sock (default: DOCKER_HOST or the local socket)')
     .option('--no-docker', 'do not ask Docker for its bridges; protect only the configured interfaces')
     .option('--no-conntrack', 'do not cut tracked connections to the endpoints after adding protection')
+    .option('--drift-schedule <cron>', "cron expression (with seconds) of the agent's drift check (default */30 * * * * *)")
     .option('--lock-wait <seconds>', 'seconds to wait for the xtables lock (default 5)')
     .addOption(new Option('--log-level <level>', 'log level (default info)').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']));
 }
