@@ -1,7 +1,7 @@
 import { CronJob } from 'cron';
 import type { Logger } from 'pino';
 import type { Config } from '../core/config.js';
-import { type DriftHistory, EMPTY_HISTORY, recordPass } from '../core/drift-history.js';
+import { type DriftHistory, EMPTY_HISTORY, recordPass, splitNewCoverage } from '../core/drift-history.js';
 import { ExitCode, describeError } from '../errors.js';
 import { createLogger } from '../shell/logger.js';
 import { type AgentState, MAX_RECENT_DRIFT, writeAgentState } from './agent-state.js';
@@ -39,6 +39,7 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
   let retryTimer: NodeJS.Timeout | null = null;
   let state: AgentState = { version: 1, pid: process.pid, startedAt: started, lastReconcileAt: null, lastResult: null, lastError: null, driftCounts: {}, recentDrift: [] };
   let current: Running | null = null;
+  let coveredBefore: ReadonlySet<string> | null = null;
 
   const pass = async (reasons: string[]): Promise<void> => {
     const run = current;
@@ -46,14 +47,19 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
     const at = new Date().toISOString();
     try {
       const result = await reconcile(run.config, run.ports);
-      const folded = recordPass(history, result.findings, result.repaired, at, MAX_RECENT_DRIFT);
+      const { drift, coverage } = splitNewCoverage(result.findings, coveredBefore, result.plan.interfaces);
+      coveredBefore = new Set(result.plan.interfaces);
+      for (const iface of new Set(coverage.flatMap((f) => (f.interface === undefined ? [] : [f.interface])))) {
+        run.ports.log.info({ event: 'covered', interface: iface, reasons }, `now protecting new interface ${iface}`);
+      }
+      const folded = recordPass(history, drift, result.repaired, at, MAX_RECENT_DRIFT);
       history = folded.history;
       for (const f of folded.fresh) {
         run.ports.log.warn({ event: 'drift', kind: f.kind, severity: f.severity, family: f.family, backend: f.backend, interface: f.interface, endpoint: f.endpoint, evidence: f.evidence, check: f.id }, `drift: ${f.message}`);
       }
       if (result.repaired) run.ports.log.info({ event: 'repaired', restores: result.restores, kinds: [...new Set(folded.fresh.map((f) => f.kind))], reasons }, 'repaired');
       else run.ports.log.debug({ event: 'reconciled', converged: result.converged, reasons }, 'pass done');
-      const drifted = result.findings.some((f) => f.status === 'fail');
+      const drifted = drift.some((f) => f.status === 'fail');
       state = { ...state, lastReconcileAt: at, lastResult: result.repaired ? 'repaired' : drifted ? 'drift' : 'converged', lastError: null, driftCounts: history.counts, recentDrift: [...history.recent] };
     } catch (e) {
       run.ports.log.error({ event: 'reconcile-failed', err: describeError(e), reasons }, 'reconcile pass failed; the rules in place are kept; retrying');

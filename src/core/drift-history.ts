@@ -31,3 +31,17 @@ export function recordPass(h: DriftHistory, findings: readonly Finding[], repair
   const open = repaired ? new Set<string>() : new Set(drift.map(findingKey));
   return { history: { counts, recent, open }, fresh };
 }
+
+/**
+ * A Docker network created since the last pass needs new rules (and a new boot script);
+ * that is coverage growing, not someone undoing our work. Splits those findings off so
+ * they are logged as coverage and not counted as drift.
+ */
+export function splitNewCoverage(findings: readonly Finding[], previous: ReadonlySet<string> | null, interfaces: readonly string[]): { drift: Finding[]; coverage: Finding[] } {
+  if (previous === null) return { drift: [...findings], coverage: [] };
+  const added = new Set(interfaces.filter((i) => !previous.has(i)));
+  const changed = added.size > 0 || [...previous].some((i) => !interfaces.includes(i));
+  const isCoverage = (f: Finding): boolean =>
+    (f.kind === 'rule-missing' && f.interface !== undefined && added.has(f.interface)) || (f.kind === 'boot-script-stale' && changed);
+  return { drift: findings.filter((f) => !isCoverage(f)), coverage: findings.filter(isCoverage) };
+}

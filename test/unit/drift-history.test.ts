@@ -35,3 +35,13 @@ test('the recent-drift list is bounded', () => {
   assert.equal(h.recent.length, 10);
   assert.equal(h.recent.at(-1)?.at, 't29');
 });
+
+test('rules for a network created since the last pass are coverage, not drift', async () => {
+  const { splitNewCoverage } = await import('../../src/core/drift-history.js');
+  const late: Finding = { ...missing, interface: 'late0' };
+  const stale: Finding = { id: 'IG-401', kind: 'boot-script-stale', status: 'fail', severity: 'medium', message: 'stale', evidence: [] };
+  const r = splitNewCoverage([missing, late, stale], new Set(['docker0']), ['docker0', 'late0']);
+  assert.deepEqual(r.drift, [missing]);
+  assert.deepEqual(r.coverage, [late, stale]);
+  assert.equal(splitNewCoverage([late], null, ['late0']).drift.length, 1, 'the first pass has nothing to compare with');
+});
