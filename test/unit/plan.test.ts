@@ -1,0 +1,144 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { renderBootScript } from '../../src/core/boot-script.js';
+import { type Config, resolveConfig } from '../../src/core/config.js';
+import { desiredFamily } from '../../src/core/desired.js';
+import { type NatTable, parseNatTable } from '../../src/core/nat-table.js';
+import { type Observation, isConverged, planReconcile } from '../../src/core/plan.js';
+import { joinArgs } from '../../src/core/rule.js';
+
+const BUILT_INS = [':PREROUTING ACCEPT [0:0]', ':INPUT ACCEPT [0:0]', ':OUTPUT ACCEPT [0:0]', ':POSTROUTING ACCEPT [0:0]'];
+const JUMP = '-A PREROUTING -m comment --comment "imds-guard: metadata endpoint protection" -j IMDS-GUARD';
+const EMPTY = parseNatTable(['*nat', ...BUILT_INS, 'COMMIT', ''].join('\n'));
+
+const config = (values: Record<string, unknown> = {}): Config => resolveConfig([{ source: 'test', values: { bootScript: 'never', ...values } }]);
+
+/** A nat table protected for exactly `interfaces`, as imds-guard would have left it. */
+function protectedFor(c: Config, family: 'ipv4' | 'ipv6', interfaces: readonly string[]): NatTable {
+  const rules = desiredFamily(c, family, interfaces).rules.map((r) => `-A IMDS-GUARD ${joinArgs(r.args)}`);
+  return parseNatTable(['*nat', ...BUILT_INS, ':IMDS-GUARD - [0:0]', JUMP, ...rules, 'COMMIT', ''].join('\n'));
+}
+
+function observation(over: Partial<Observation> & Pick<Observation, 'tables'>): Observation {
+  return {
+    backend: { backend: 'nft', reason: 'test' },
+    dockerBridges: [],
+    bootScript: { dirExists: false, file: null },
+    localServiceEnabled: null,
+    ...over,
+  };
+}
+
+describe('planReconcile', () => {
+  test('with Docker unreachable, a custom bridge already in our chain stays protected (fail closed)', () => {
+    const c = config();
+    const covered = ['docker0', 'docker_gwbridge', 'br-+', 'mynet0'];
+    const tables = { ipv4: { ours: protectedFor(c, 'ipv4', covered), other: null }, ipv6: { ours: protectedFor(c, 'ipv6', covered), other: null } };
+
+    const unreachable = planReconcile(c, observation({ tables, dockerBridges: null }));
+    assert.deepEqual(unreachable.interfaces, covered);
+    assert.deepEqual(unreachable.transactions, []);
+    assert.equal(isConverged(unreachable), true);
+
+    // Docker answering without that network is what lets the rule go.
+    const gone = planReconcile(c, observation({ tables, dockerBridges: ['docker0'] }));
+    assert.deepEqual(gone.interfaces, ['docker0', 'docker_gwbridge', 'br-+']);
+    assert.deepEqual(gone.transactions.map((t) => `${t.family} ${t.backend} ${t.protects}`), ['ipv4 nft true', 'ipv6 nft true']);
+    assert.doesNotMatch(gone.transactions[0]!.payload, /mynet0/);
+  });
+
+  test('a Docker bridge with a custom name that br-+ does not match gets its own rule', () => {
+    const c = config({ endpoints: ['169.254.169.254'] });
+    const plan = planReconcile(c, observation({ tables: { ipv4: { ours: EMPTY, other: null }, ipv6: { ours: EMPTY, other: null } }, dockerBridges: ['docker0', 'br-0123456789ab', 'mynet0'] }));
+    assert.deepEqual(plan.interfaces, ['docker0', 'docker_gwbridge', 'br-+', 'mynet0']);
+    assert.deepEqual(plan.transactions, [{
+      family: 'ipv4',
+      backend: 'nft',
+      protects: true,
+      payload: `*nat
+:IMDS-GUARD - [0:0]
+-A IMDS-GUARD -d 169.254.169.254/32 -i docker0 -p tcp -m tcp --dport 80 -m comment --comment imds-guard:1189f431dc7c -j REDIRECT --to-ports 1
+-A IMDS-GUARD -d 169.254.169.254/32 -i docker_gwbridge -p tcp -m tcp --dport 80 -m comment --comment imds-guard:abec39a8c6fe -j REDIRECT --to-ports 1
+-A IMDS-GUARD -d 169.254.169.254/32 -i br-+ -p tcp -m tcp --dport 80 -m comment --comment imds-guard:ba669814d24f -j REDIRECT --to-ports 1
+-A IMDS-GUARD -d 169.254.169.254/32 -i mynet0 -p tcp -m tcp --dport 80 -m comment --comment imds-guard:${desiredFamily(c, 'ipv4', ['mynet0']).rules[0]!.id} -j REDIRECT --to-ports 1
+-I PREROUTING 1 -m comment --comment "imds-guard: metadata endpoint protection" -j IMDS-GUARD
+COMMIT
+`,
+    }]);
+  });
+
+  test('our rules left in the other backend are an other-backend finding and get a removal transaction there', () => {
+    const c = config({ endpoints: ['169.254.169.254'] });
+    const interfaces = ['docker0', 'docker_gwbridge', 'br-+'];
+    const plan = planReconcile(c, observation({ tables: { ipv4: { ours: protectedFor(c, 'ipv4', interfaces), other: protectedFor(c, 'ipv4', interfaces) }, ipv6: { ours: EMPTY, other: null } } }));
+    const leftover = plan.findings.filter((f) => f.kind === 'other-backend');
+    assert.deepEqual(leftover.map((f) => ({ status: f.status, family: f.family, backend: f.backend, evidence: f.evidence })), [
+      { status: 'fail', family: 'ipv4', backend: 'legacy', evidence: [JUMP] },
+    ]);
+    assert.deepEqual(plan.transactions, [{
+      family: 'ipv4',
+      backend: 'legacy',
+      protects: false,
+      payload: `*nat
+-D PREROUTING -m comment --comment "imds-guard: metadata endpoint protection" -j IMDS-GUARD
+:IMDS-GUARD - [0:0]
+-X IMDS-GUARD
+COMMIT
+`,
+    }]);
+  });
+
+  test('a family with our rules but no configured endpoint gets only a removal', () => {
+    const all = config();
+    const v4only = config({ endpoints: ['169.254.169.254'] });
+    const interfaces = ['docker0', 'docker_gwbridge', 'br-+'];
+    const plan = planReconcile(v4only, observation({ tables: { ipv4: { ours: protectedFor(v4only, 'ipv4', interfaces), other: null }, ipv6: { ours: protectedFor(all, 'ipv6', interfaces), other: null } } }));
+    assert.deepEqual(plan.transactions.map((t) => `${t.family} ${t.protects}`), ['ipv6 false']);
+    assert.match(plan.transactions[0]!.payload, /^\*nat\n-D PREROUTING .*\n:IMDS-GUARD - \[0:0\]\n-X IMDS-GUARD\nCOMMIT\n$/);
+  });
+
+  test('an unavailable IPv6 nat table is reported as info and skipped', () => {
+    const c = config();
+    const plan = planReconcile(c, observation({ tables: { ipv4: { ours: EMPTY, other: null }, ipv6: { ours: null, other: null } } }));
+    assert.deepEqual(plan.transactions.map((t) => t.family), ['ipv4']);
+    const f = plan.findings.find((x) => x.kind === 'family-unavailable');
+    assert.equal(f?.status, 'info');
+    assert.equal(f?.family, 'ipv6');
+  });
+});
+
+describe('planReconcile and the boot script', () => {
+  const tables = { ipv4: { ours: EMPTY, other: null }, ipv6: { ours: EMPTY, other: null } };
+
+  test('auto on a host without the local.d directory writes no script and says why', () => {
+    const plan = planReconcile(config({ bootScript: 'auto' }), observation({ tables }));
+    assert.equal(plan.bootScript, null);
+    assert.deepEqual(plan.findings.filter((f) => f.id === 'IG-401').map((f) => `${f.status} ${f.message}`), ['info /etc/local.d does not exist (not an OpenRC host): no boot script written']);
+  });
+
+  test('auto with the directory present and no script plans to write it (boot-script-missing)', () => {
+    const plan = planReconcile(config({ bootScript: 'auto' }), observation({ tables, bootScript: { dirExists: true, file: null } }));
+    assert.equal(plan.bootScript?.state, 'missing');
+    assert.equal(plan.bootScript?.write, true);
+    assert.ok(plan.findings.some((f) => f.kind === 'boot-script-missing' && f.status === 'fail'));
+  });
+
+  test('a current script, executable, is not rewritten', () => {
+    const c = config({ bootScript: 'always' });
+    const interfaces = ['docker0', 'docker_gwbridge', 'br-+'];
+    const expected = renderBootScript('nft', [desiredFamily(c, 'ipv4', interfaces), desiredFamily(c, 'ipv6', interfaces)]);
+    const converged = { ipv4: { ours: protectedFor(c, 'ipv4', interfaces), other: null }, ipv6: { ours: protectedFor(c, 'ipv6', interfaces), other: null } };
+    const plan = planReconcile(c, observation({ tables: converged, bootScript: { dirExists: true, file: { content: expected, mode: 0o755 } } }));
+    assert.equal(plan.bootScript?.write, false);
+    assert.equal(isConverged(plan), true);
+  });
+
+  test("OpenRC's local service missing from the default runlevel is a warning, and a repair only when enabled in the config", () => {
+    const warn = planReconcile(config({ bootScript: 'always' }), observation({ tables, localServiceEnabled: false }));
+    assert.equal(warn.enableLocalService, false);
+    assert.equal(warn.findings.find((f) => f.kind === 'local-service-disabled')?.status, 'warn');
+    const fix = planReconcile(config({ bootScript: 'always', enableLocalService: true }), observation({ tables, localServiceEnabled: false }));
+    assert.equal(fix.enableLocalService, true);
+    assert.equal(fix.findings.find((f) => f.kind === 'local-service-disabled')?.status, 'fail');
+  });
+});
