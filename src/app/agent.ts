@@ -1,6 +1,7 @@
 import { CronJob } from 'cron';
 import type { Logger } from 'pino';
 import type { Config } from '../core/config.js';
+import { formatEndpoint } from '../core/endpoint.js';
 import { type DriftHistory, EMPTY_HISTORY, recordPass, splitNewCoverage } from '../core/drift-history.js';
 import { ExitCode, describeError } from '../errors.js';
 import { createLogger } from '../shell/logger.js';
@@ -96,7 +97,7 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
     log.fatal({ err: describeError(e) }, 'cannot start');
     return ExitCode.usage;
   }
-  log.info({ event: 'started', version, mode: config.mode, backend: config.backend, interfaces: config.interfaces, endpoints: config.endpoints.map((e) => `${e.address}:${e.port}`), schedule: config.driftSchedule }, 'imds-guard agent started');
+  log.info({ event: 'started', version, mode: config.mode, backend: config.backend, interfaces: config.interfaces, endpoints: config.endpoints.map(formatEndpoint), schedule: config.driftSchedule }, 'imds-guard agent started');
   runner.request('start');
 
   return await new Promise<number>((resolve) => {
