@@ -29,17 +29,20 @@ export async function observe(config: Config, ports: Ports): Promise<Observation
   const override = config.backend === 'auto' ? null : config.backend;
   // nft's IPv6 table is needed whichever backend wins (ours, or the other to check for
   // leftovers), so it is read alongside IPv4: two saves in parallel on an nft host.
-  const [nft4, legacy4, nft6, dockerBridges, bootFile, bootDirExists, localServiceEnabled] = await Promise.all([
+  // Legacy IPv6 is read alongside too when it exists, so a legacy host does not wait
+  // for a second round of saves; only a table that is not loaded waits for the backend.
+  const [nft4, legacy4, nft6, loadedLegacy6, dockerBridges, bootFile, bootDirExists, localServiceEnabled] = await Promise.all([
     save('ipv4', 'nft', override === 'legacy'),
     save('ipv4', 'legacy', override !== 'legacy'),
     save('ipv6', 'nft', override === 'legacy'),
+    save('ipv6', 'legacy', true),
     listDockerBridges(ports),
     ports.files.read(`${config.bootScriptDir}/${BOOT_SCRIPT_NAME}`),
     ports.files.exists(config.bootScriptDir),
     localService(config, ports),
   ]);
   const backend = chooseBackend(override, nft4, legacy4);
-  const legacy6 = await save('ipv6', 'legacy', backend.backend === 'nft');
+  const legacy6 = loadedLegacy6 ?? (backend.backend === 'nft' ? null : await save('ipv6', 'legacy', false));
   return {
     backend,
     tables: {
