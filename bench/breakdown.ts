@@ -1,0 +1,288 @@
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { type CpuProfile, type ProfileSummary, averageSummaries, summarizeProfile } from './cpu-profile.js';
+import type { BenchContext, BenchModule } from './module.js';
+import { FAMILIES, type NatLab, openNatLab } from './nat-lab.js';
+import { cleanEnv, mustSucceed, removeTempDir, runTimed, tempDir } from './proc.js';
+import { createShims } from './shims.js';
+import { type Stat, median, round, stat } from './stats.js';
+import { ms, renderTable } from './table.js';
+
+/**
+ * Where a no-op `apply` spends its time, on the nft backend's 10,000-rule table: node's
+ * own start-up, loading the CLI's modules, the two saves, and what runs after them
+ * (parse, plan, print, exit). Four views that should agree: interleaved wall times of
+ * partial programs, a timeline from shim timestamps, per-module import times in a fresh
+ * node, and V8 CPU profiles. And three what-ifs: a floor (node plus the two saves and
+ * nothing else), the same dist/ bundled into one file, and a pass in a warm process.
+ */
+const NOOP_ARGS = ['apply', '--no-docker', '--boot-script', 'never'];
+const DETAIL_RUNS = 3;
+// Breakdown rounds are capped: six commands a round, and the engine already has the headline ratio.
+const MAX_WALL_ROUNDS = 9;
+const WARM_PASSES = 10;
+
+// The least any Node implementation of a no-op apply can cost: start node, run the two
+// saves the way imds-guard does (spawned together, output read to the end), exit.
+const FLOOR_SCRIPT = `const { spawn } = require('node:child_process');
+const save = (f) => new Promise((ok, fail) => { const c = spawn(f, ['-t', 'nat']); const out = []; c.stdout.on('data', (b) => out.push(b)); c.on('error', fail); c.on('close', () => ok(Buffer.concat(out).toString('utf8'))); });
+Promise.all([save('iptables-nft-save'), save('ip6tables-nft-save')]).then((t) => { if (!t[0].includes('*nat')) process.exit(1); });`;
+
+interface Command {
+  readonly label: string;
+  readonly file: string;
+  readonly args: readonly string[];
+}
+
+export interface BreakdownResult {
+  readonly backend: 'nft';
+  readonly wall: readonly { readonly label: string; readonly stat: Stat; readonly ratioToSave: number }[];
+  readonly timeline: { readonly beforeFirstSave: number; readonly saves: number; readonly afterSaves: number; readonly total: number; readonly runs: number };
+  readonly imports: readonly { readonly step: string; readonly ms: number }[];
+  readonly parse: { readonly moduleLoad: number; readonly parseNatTable: number; readonly chainRules: number } | { readonly skipped: string };
+  readonly profile: ProfileSummary;
+  /** No-op passes inside one warm node process (what the agent's drift check costs), or why not measured. */
+  readonly warmPass: { readonly stat: Stat; readonly ratioToSave: number } | { readonly skipped: string };
+  readonly bundle: { readonly built: boolean; readonly note: string };
+}
+
+export const breakdownModule: BenchModule = {
+  name: 'breakdown',
+  description: "where a no-op apply's time goes (nft backend, converged 10,000-rule table)",
+  async run(ctx) {
+    const result = await runBreakdown(ctx);
+    return { result, text: renderBreakdown(result), targets: [] };
+  },
+};
+
+async function runBreakdown(ctx: BenchContext): Promise<BreakdownResult> {
+  const lab = await openNatLab('nft', ctx.args.rules);
+  const tmp = tempDir('breakdown');
+  try {
+    const env = cleanEnv();
+    mustSucceed('converging apply', await lab.ns.run(process.execPath, [ctx.cli, ...NOOP_ARGS], { env }));
+    const bundle = bundleCli(ctx, tmp);
+    const commands: Command[] = [
+      { label: 'bare iptables-nft-save -t nat (IPv4) = baseline', file: 'iptables-nft-save', args: ['-t', 'nat'] },
+      { label: 'node -e 0 (an empty node: start-up + exit)', file: process.execPath, args: ['-e', '0'] },
+      { label: 'node dist/cli.js --version (cli.js and its static imports)', file: process.execPath, args: [ctx.cli, '--version'] },
+      { label: 'no-op apply --no-docker --boot-script never', file: process.execPath, args: [ctx.cli, ...NOOP_ARGS] },
+      { label: 'floor: node -e that only runs both saves in parallel and reads them', file: process.execPath, args: ['-e', FLOOR_SCRIPT] },
+      ...(bundle.built ? [{ label: 'what-if: the same dist/ bundled into one file (esbuild)', file: process.execPath, args: [join(tmp, 'bundle', 'dist', 'cli.js'), ...NOOP_ARGS] }] : []),
+    ];
+    ctx.progress(`breakdown: ${Math.min(ctx.args.runs, MAX_WALL_ROUNDS)} interleaved rounds of ${commands.length} commands`);
+    const wall = await timeCommands(lab, env, commands, Math.min(ctx.args.runs, MAX_WALL_ROUNDS));
+    ctx.progress('breakdown: timeline, imports, parse, cpu profiles');
+    const timeline = await timelineOf(lab, ctx);
+    const imports = await importSteps(ctx);
+    const parse = await coldParse(lab, ctx, tmp);
+    const profile = await profileRuns(lab, ctx, tmp);
+    const warmPass = await warmPasses(lab, ctx, wall[0]?.stat.median ?? Number.NaN);
+    return { backend: 'nft', wall, timeline, imports, parse, profile, warmPass, bundle: { built: bundle.built, note: bundle.note } };
+  } finally {
+    lab.destroy();
+    removeTempDir(tmp);
+  }
+}
+
+async function timeCommands(lab: NatLab, env: NodeJS.ProcessEnv, commands: readonly Command[], rounds: number): Promise<BreakdownResult['wall']> {
+  const samples = commands.map(() => [] as number[]);
+  for (let r = -2; r < rounds; r++) {
+    for (const [i, c] of commands.entries()) {
+      const done = mustSucceed(c.label, await lab.ns.run(c.file, c.args, { env }));
+      if (r >= 0) samples[i]!.push(done.ms);
+    }
+  }
+  const base = median(samples[0] ?? []);
+  return commands.map((c, i) => ({ label: c.label, stat: stat(samples[i] ?? []), ratioToSave: round(median(samples[i] ?? []) / base, 2) }));
+}
+
+/** Phases of a converged apply, from the shims' timestamps of the saves it starts. */
+async function timelineOf(lab: NatLab, ctx: BenchContext): Promise<BreakdownResult['timeline']> {
+  const shims = createShims();
+  try {
+    const phases = { before: [] as number[], saves: [] as number[], after: [] as number[], total: [] as number[] };
+    for (let i = 0; i < DETAIL_RUNS; i++) {
+      shims.clear();
+      const r = mustSucceed('apply (timeline)', await lab.ns.run(process.execPath, [ctx.cli, ...NOOP_ARGS], { env: cleanEnv({ PATH: shims.path }) }));
+      const saves = shims.read().filter((c) => c.kind === 'save');
+      if (saves.length === 0) throw new Error('the no-op apply ran no iptables-save through the shims');
+      const first = Math.min(...saves.map((c) => c.startMs));
+      const last = Math.max(...saves.map((c) => c.endMs));
+      phases.before.push(first - r.startedAt);
+      phases.saves.push(last - first);
+      phases.after.push(r.startedAt + r.ms - last);
+      phases.total.push(r.ms);
+    }
+    return { beforeFirstSave: round(median(phases.before)), saves: round(median(phases.saves)), afterSaves: round(median(phases.after)), total: round(median(phases.total)), runs: DETAIL_RUNS };
+  } finally {
+    shims.remove();
+  }
+}
+
+/** The modules `apply` loads, in the order it loads them, each timed in one fresh node. */
+async function importSteps(ctx: BenchContext): Promise<BreakdownResult['imports']> {
+  const dist = (p: string): string | null => (existsSync(join(ctx.repo, 'dist', p)) ? pathToFileURL(join(ctx.repo, 'dist', p)).href : null);
+  const steps: [string, string | null][] = [
+    ['commander (cli.js, static)', 'commander'],
+    ['zod (core/config.js, static in cli.js)', 'zod'],
+    ['dist/core/config.js (rest)', dist('core/config.js')],
+    ['dist/errors.js', dist('errors.js')],
+    ['dist/app/settings.js', dist('app/settings.js')],
+    ['pino (shell/logger.js)', 'pino'],
+    ['dist/shell/logger.js (rest)', dist('shell/logger.js')],
+    ['dist/app/wiring.js (shell adapters)', dist('app/wiring.js')],
+    ['dist/app/reconcile.js (core, observe)', dist('app/reconcile.js')],
+    ['dist/app/summary.js', dist('app/summary.js')],
+  ];
+  const present = steps.filter((s): s is [string, string] => s[1] !== null);
+  const script = `const out = [];
+for (const [step, spec] of ${JSON.stringify(present)}) {
+  const t = performance.now();
+  await import(spec);
+  out.push({ step, ms: performance.now() - t });
+}
+process.stdout.write(JSON.stringify(out));`;
+  const runs: { step: string; ms: number }[][] = [];
+  for (let i = 0; i < DETAIL_RUNS; i++) {
+    const r = mustSucceed('import timing', await runTimed(process.execPath, ['--input-type=module', '-e', script], { cwd: ctx.repo, env: cleanEnv() }));
+    runs.push(JSON.parse(r.stdout) as { step: string; ms: number }[]);
+  }
+  return present.map(([step], i) => ({ step, ms: round(median(runs.map((r) => r[i]?.ms ?? Number.NaN))) }));
+}
+
+/** parseNatTable on the converged IPv4 save, cold (a fresh node per run, as in an apply). */
+async function coldParse(lab: NatLab, ctx: BenchContext, tmp: string): Promise<BreakdownResult['parse']> {
+  const module = join(ctx.repo, 'dist', 'core', 'nat-table.js');
+  if (!existsSync(module)) return { skipped: 'dist/core/nat-table.js not found' };
+  const saveFile = join(tmp, 'nat4.save');
+  writeFileSync(saveFile, mustSucceed('save', await lab.save('ipv4')).stdout);
+  const script = `import { readFileSync } from 'node:fs';
+const text = readFileSync(${JSON.stringify(saveFile)}, 'utf8');
+let t = performance.now();
+const m = await import(${JSON.stringify(pathToFileURL(module).href)});
+const moduleLoad = performance.now() - t;
+if (typeof m.parseNatTable !== 'function') { process.stdout.write('null'); process.exit(0); }
+t = performance.now();
+const table = m.parseNatTable(text);
+const parseNatTable = performance.now() - t;
+t = performance.now();
+if (typeof m.chainRules === 'function') for (const c of ['PREROUTING', 'IMDS-GUARD']) m.chainRules(table, c);
+const chainRules = performance.now() - t;
+process.stdout.write(JSON.stringify({ moduleLoad, parseNatTable, chainRules }));`;
+  const runs: { moduleLoad: number; parseNatTable: number; chainRules: number }[] = [];
+  for (let i = 0; i < DETAIL_RUNS; i++) {
+    const r = mustSucceed('cold parse', await runTimed(process.execPath, ['--input-type=module', '-e', script], { env: cleanEnv() }));
+    const v = JSON.parse(r.stdout) as (typeof runs)[number] | null;
+    if (v === null) return { skipped: 'dist/core/nat-table.js no longer exports parseNatTable' };
+    runs.push(v);
+  }
+  const m = (k: keyof (typeof runs)[number]): number => round(median(runs.map((r) => r[k])));
+  return { moduleLoad: m('moduleLoad'), parseNatTable: m('parseNatTable'), chainRules: m('chainRules') };
+}
+
+async function profileRuns(lab: NatLab, ctx: BenchContext, tmp: string): Promise<ProfileSummary> {
+  const summaries: ProfileSummary[] = [];
+  for (let i = 0; i < DETAIL_RUNS; i++) {
+    const dir = join(tmp, `prof-${i}`);
+    mkdirSync(dir);
+    mustSucceed('apply --cpu-prof', await lab.ns.run(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${dir}`, ctx.cli, ...NOOP_ARGS], { env: cleanEnv() }));
+    const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
+    if (file === undefined) throw new Error('node --cpu-prof wrote no profile');
+    summaries.push(summarizeProfile(JSON.parse(readFileSync(join(dir, file), 'utf8')) as CpuProfile));
+  }
+  return averageSummaries(summaries);
+}
+
+/**
+ * Reconcile passes in one node process, through the app's own modules (settings, logger,
+ * wiring, reconcile): start-up paid once, as in the agent. Skipped, not failed, when
+ * those modules changed shape: this is a what-if, not the product's interface.
+ */
+async function warmPasses(lab: NatLab, ctx: BenchContext, baseline: number): Promise<BreakdownResult['warmPass']> {
+  const url = (p: string): string => pathToFileURL(join(ctx.repo, 'dist', p)).href;
+  const script = `const { loadConfig } = await import(${JSON.stringify(url('app/settings.js'))});
+const { createLogger } = await import(${JSON.stringify(url('shell/logger.js'))});
+const { realPorts } = await import(${JSON.stringify(url('app/wiring.js'))});
+const { reconcile } = await import(${JSON.stringify(url('app/reconcile.js'))});
+const config = await loadConfig(undefined, { docker: false, bootScript: 'never' }, {});
+const ports = await realPorts(config, await createLogger('warn', 2));
+const times = [];
+for (let i = 0; i < ${WARM_PASSES + 2}; i++) {
+  const t = performance.now();
+  const r = await reconcile(config, ports);
+  times.push(performance.now() - t);
+  if (!r.converged) { process.stdout.write(JSON.stringify({ skipped: 'a pass was not converged' })); process.exit(0); }
+}
+process.stdout.write(JSON.stringify({ times: times.slice(2) }));`;
+  const r = await lab.ns.run(process.execPath, ['--input-type=module', '-e', script], { env: cleanEnv() });
+  if (r.code !== 0) return { skipped: `the app modules did not run as expected: ${r.stderr.trim().split('\n')[0] ?? ''}` };
+  const v = JSON.parse(r.stdout) as { times: number[] } | { skipped: string };
+  if ('skipped' in v) return v;
+  return { stat: stat(v.times), ratioToSave: round(median(v.times) / baseline, 2) };
+}
+
+/**
+ * What-if only: dist/ bundled with esbuild (a dependency of tsx, so present in dev
+ * installs) into one ESM file next to a copy of package.json. dockerode and pino-pretty
+ * stay external: a no-op apply with --no-docker and no TTY loads neither.
+ */
+function bundleCli(ctx: BenchContext, tmp: string): { built: boolean; note: string } {
+  const esbuild = join(ctx.repo, 'node_modules', '.bin', 'esbuild');
+  if (!existsSync(esbuild)) return { built: false, note: 'esbuild not installed' };
+  const root = join(tmp, 'bundle');
+  mkdirSync(join(root, 'dist'), { recursive: true });
+  copyFileSync(join(ctx.repo, 'package.json'), join(root, 'package.json'));
+  symlinkSync(join(ctx.repo, 'node_modules'), join(root, 'node_modules'));
+  const banner = "import { createRequire as __benchCreateRequire } from 'node:module'; const require = __benchCreateRequire(import.meta.url);";
+  const args = [ctx.cli, '--bundle', '--platform=node', '--format=esm', '--target=node20', `--outfile=${join(root, 'dist', 'cli.js')}`, '--external:dockerode', '--external:pino-pretty', '--log-level=error', `--banner:js=${banner}`];
+  const r = spawnSyncText(esbuild, args, ctx.repo);
+  return r === null ? { built: true, note: `esbuild ${args.slice(1, 6).join(' ')}` } : { built: false, note: `esbuild failed: ${r}` };
+}
+
+/** Null when it exited 0, else the first line of its complaint. */
+function spawnSyncText(file: string, args: readonly string[], cwd: string): string | null {
+  const r = spawnSync(file, args, { cwd, encoding: 'utf8' });
+  return r.status === 0 ? null : (String(r.stderr).trim().split('\n')[0] ?? `exit ${r.status}`);
+}
+
+export function renderBreakdown(r: BreakdownResult): string {
+  const apply = r.wall.find((w) => w.label.startsWith('no-op apply'))?.stat.median ?? Number.NaN;
+  const share = (x: number): string => `${Math.round((100 * x) / apply)}%`;
+  const wall = renderTable(
+    ['command (nft, converged table)', '>median ms', '>ratio to save', '>share of apply'],
+    r.wall.map((w) => [w.label, ms(w.stat.median), `${w.ratioToSave.toFixed(2)}x`, share(w.stat.median)]),
+  );
+  const t = r.timeline;
+  const timeline = renderTable(
+    [`timeline of a no-op apply (shim timestamps, median of ${t.runs})`, '>ms', '>share'],
+    [
+      ['spawn -> first save starts (node start-up, module loading, config)', ms(t.beforeFirstSave), `${Math.round((100 * t.beforeFirstSave) / t.total)}%`],
+      [`first save starts -> last save ends (${FAMILIES.join(' and ')} together)`, ms(t.saves), `${Math.round((100 * t.saves) / t.total)}%`],
+      ['last save ends -> exit (parse, plan, print, exit)', ms(t.afterSaves), `${Math.round((100 * t.afterSaves) / t.total)}%`],
+      ['total (with shims: a shell and two `date` per save)', ms(t.total), ''],
+    ],
+  );
+  const importTotal = r.imports.reduce((a, s) => a + s.ms, 0);
+  const imports = renderTable(
+    [`module loading in apply's order (fresh node, median of ${t.runs})`, '>ms'],
+    [...r.imports.map((s) => [s.step, ms(s.ms)]), ['total', ms(importTotal)]],
+  );
+  const parse =
+    'skipped' in r.parse
+      ? `parse: skipped (${r.parse.skipped})`
+      : `cold parse of the converged IPv4 save: load nat-table.js ${ms(r.parse.moduleLoad)} ms, parseNatTable ${ms(r.parse.parseNatTable)} ms, chainRules(PREROUTING, IMDS-GUARD) ${ms(r.parse.chainRules)} ms`;
+  const groups = Object.entries(r.profile.groups).sort((a, b) => b[1] - a[1]);
+  const profile = renderTable(
+    [`cpu profile of a no-op apply, self time (mean of ${t.runs}; profiler starts after node's bootstrap, ${ms(r.profile.durationMs)} ms profiled)`, '>ms'],
+    groups.filter(([, v]) => v >= 0.5).map(([g, v]) => [g, ms(v)]),
+  );
+  const top = renderTable(['hottest functions (self time)', '>ms'], r.profile.topFunctions.slice(0, 8).map((f) => [f.fn, ms(f.ms)]));
+  const warm =
+    'skipped' in r.warmPass
+      ? `warm pass: skipped (${r.warmPass.skipped})`
+      : `what-if: a no-op pass inside one warm node process (the agent's drift check), median of ${r.warmPass.stat.samples.length}: ${ms(r.warmPass.stat.median)} ms = ${r.warmPass.ratioToSave.toFixed(2)}x the bare save`;
+  return ['breakdown: where the time of a no-op apply goes', wall, r.bundle.built ? '' : `(bundle what-if skipped: ${r.bundle.note})`, warm, '', timeline, '', imports, '', parse, '', profile, '', top].join('\n');
+}

@@ -1,0 +1,164 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, release } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { breakdownModule } from './breakdown.js';
+import { runEngine } from './engine.js';
+import type { BenchArgs, BenchContext, BenchModule } from './module.js';
+import { destroyAllNetns, removeStaleNetns } from './netns.js';
+import type { Target } from './stats.js';
+import { renderEngine, renderTargets } from './table.js';
+
+/**
+ * `npm run bench [-- --only engine,breakdown] [--backends nft] [--runs 15] [--no-build]`.
+ * Prints tables on stdout and writes every figure to bench/results/latest.json. Exits
+ * non-zero only when something failed to run; a missed target is reported, not fatal.
+ */
+const HERE = dirname(fileURLToPath(import.meta.url));
+const REPO = dirname(HERE);
+const OUT = join(HERE, 'results', 'latest.json');
+
+const engineModule: BenchModule = {
+  name: 'engine',
+  description: 'no-op apply vs bare iptables-save on a 10,000-rule nat table; seed recipe and check-then-insert side by side',
+  async run(ctx) {
+    const result = await runEngine({ cli: ctx.cli, backends: ctx.args.backends, published: ctx.args.rules, runs: ctx.args.runs, sideRuns: ctx.args.sideRuns, unprotectedRuns: ctx.args.unprotectedRuns, progress: ctx.progress });
+    return { result, text: renderEngine(result), targets: result.backends.flatMap((b) => b.targets) };
+  },
+};
+
+/** The agent daemon bench (Docker lab) plugs in as bench/agent.ts exporting `benchModule`. */
+async function optionalModule(file: string): Promise<BenchModule | null> {
+  if (!existsSync(join(HERE, `${file}.ts`))) return null;
+  const mod = (await import(`./${file}.js`)) as { benchModule?: BenchModule };
+  return mod.benchModule ?? null;
+}
+
+function parse(): { args: BenchArgs; only: string[] | null; build: boolean; out: string } {
+  const { values } = parseArgs({
+    options: {
+      only: { type: 'string' },
+      backends: { type: 'string', default: 'nft,legacy' },
+      runs: { type: 'string', default: '15' },
+      'side-runs': { type: 'string', default: '8' },
+      'unprotected-runs': { type: 'string', default: '4' },
+      rules: { type: 'string', default: '10000' },
+      'no-build': { type: 'boolean', default: false },
+      out: { type: 'string', default: OUT },
+    },
+  });
+  const int = (name: string, v: string | undefined, min: number): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}`);
+    return n;
+  };
+  const backends = (values.backends ?? '').split(',').filter((b) => b !== '');
+  for (const b of backends) if (b !== 'nft' && b !== 'legacy') throw new Error(`--backends: unknown backend ${b}`);
+  return {
+    args: {
+      backends: backends as BenchArgs['backends'],
+      runs: int('runs', values.runs, 3),
+      sideRuns: int('side-runs', values['side-runs'], 3),
+      unprotectedRuns: int('unprotected-runs', values['unprotected-runs'], 1),
+      rules: int('rules', values.rules, 1),
+    },
+    only: values.only === undefined ? null : values.only.split(','),
+    build: !values['no-build'],
+    out: values.out ?? OUT,
+  };
+}
+
+function git(args: string[]): string {
+  return String(spawnSync('git', args, { cwd: REPO, encoding: 'utf8' }).stdout ?? '').trim();
+}
+
+function preflight(): void {
+  if (process.getuid?.() !== 0) throw new Error('the bench needs root: it creates network namespaces (ip netns add) and runs iptables inside them');
+  for (const bin of ['ip', 'nsenter']) {
+    if (spawnSync('sh', ['-c', `command -v ${bin}`]).status !== 0) throw new Error(`${bin} not found`);
+  }
+}
+
+/** Builds dist/ as the README says; a failed build is reported, and what tsc emitted is measured. */
+function build(progress: (l: string) => void): { ok: boolean; output: string } {
+  progress('build: tsc -p tsconfig.json');
+  const r = spawnSync(join(REPO, 'node_modules', '.bin', 'tsc'), ['-p', 'tsconfig.json'], { cwd: REPO, encoding: 'utf8' });
+  const output = `${r.stdout ?? ''}${r.stderr ?? ''}`.trim();
+  if (r.status !== 0) progress(`build: tsc exited ${r.status}; measuring the dist/ it emitted:\n${output.split('\n').slice(0, 10).join('\n')}`);
+  return { ok: r.status === 0, output };
+}
+
+async function main(): Promise<number> {
+  const progress = (line: string): void => void process.stderr.write(`bench: ${line}\n`);
+  const { args, only, build: doBuild, out } = parse();
+  preflight();
+  const stale = removeStaleNetns();
+  if (stale.length > 0) progress(`deleted namespaces left by killed runs: ${stale.join(', ')}`);
+  const built = doBuild ? build(progress) : null;
+  const cli = join(REPO, 'dist', 'cli.js');
+  if (!existsSync(cli)) throw new Error(`${cli} is missing: build with npx tsc -p tsconfig.json`);
+
+  const available = [engineModule, breakdownModule, await optionalModule('agent')].filter((m): m is BenchModule => m !== null);
+  for (const name of only ?? []) if (!available.some((m) => m.name === name)) throw new Error(`--only: no module ${name} (available: ${available.map((m) => m.name).join(', ')})`);
+  const selected = available.filter((m) => only === null || only.includes(m.name));
+
+  const ctx: BenchContext = { cli, repo: REPO, args, progress };
+  const started = new Date();
+  const results: Record<string, unknown> = {};
+  const errors: { module: string; error: string }[] = [];
+  const targets: Target[] = [];
+  const texts: string[] = [];
+  try {
+    for (const m of selected) {
+      const t0 = Date.now();
+      progress(`${m.name}: ${m.description}`);
+      try {
+        const o = await m.run(ctx);
+        results[m.name] = o.result;
+        targets.push(...o.targets);
+        texts.push(o.text);
+        progress(`${m.name}: done in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+      } catch (e) {
+        const error = e instanceof Error ? (e.stack ?? e.message) : String(e);
+        errors.push({ module: m.name, error });
+        texts.push(`${m.name}: FAILED TO RUN: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
+  } finally {
+    destroyAllNetns();
+  }
+
+  const doc = {
+    generatedAt: started.toISOString(),
+    durationSeconds: Math.round((Date.now() - started.getTime()) / 1000),
+    git: { commit: git(['rev-parse', 'HEAD']), dirtyFiles: git(['status', '--porcelain']).split('\n').filter((l) => l !== '').length },
+    host: { node: process.version, kernel: release(), cpus: cpus().length, loadavgAtEnd: loadavg() },
+    args,
+    modules: selected.map((m) => m.name),
+    build: built,
+    results,
+    targets,
+    errors,
+  };
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, `${JSON.stringify(doc, null, 2)}\n`);
+
+  process.stdout.write(`${texts.join('\n\n')}\n\n`);
+  if (targets.length > 0) process.stdout.write(`${renderTargets(targets)}\n\n`);
+  process.stdout.write(`figures: ${out} (${doc.durationSeconds} s, node ${process.version}, ${cpus().length} CPUs, load ${loadavg().map((l) => l.toFixed(2)).join(' ')})\n`);
+  for (const e of errors) process.stderr.write(`bench: ${e.module} failed:\n${e.error}\n`);
+  return errors.length > 0 ? 1 : 0;
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    destroyAllNetns();
+    process.stderr.write(`bench: ${e instanceof Error ? e.message : String(e)}\n`);
+    process.exitCode = 2;
+  },
+);
