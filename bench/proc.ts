@@ -1,46 +1,27 @@
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { type ProcOptions, type ProcResult, runProc } from '../test/helpers/proc.js';
 
 /** A finished process, with the wall time the bench saw from spawn to its output closing. */
-export interface Completed {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
+export interface Completed extends ProcResult {
   readonly ms: number;
   /** Spawn time on the wall clock (ms since the epoch, sub-ms precision), to line up with shim timestamps. */
   readonly startedAt: number;
 }
 
-export interface SpawnOptions {
-  readonly env?: NodeJS.ProcessEnv;
-  readonly input?: string;
-  readonly cwd?: string;
-  readonly timeoutMs?: number;
-}
+export type SpawnOptions = ProcOptions;
 
 /**
- * Runs a process the way imds-guard's own runner does (pipes on all three streams, stdin
- * ended at once, output read to the end), so a baseline and an apply pay the same costs.
+ * The tests' process runner with a stopwatch around it. It spawns the way imds-guard's
+ * own runner does (pipes on all three streams, stdin ended at once, output read to the
+ * end), so a baseline and an apply pay the same costs.
  */
-export function runTimed(file: string, args: readonly string[], opts: SpawnOptions = {}): Promise<Completed> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const child = spawn(file, args, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'], timeout: opts.timeoutMs ?? 120_000 });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => err.push(b));
-    child.on('error', reject);
-    child.stdin.on('error', () => {});
-    child.on('close', (code, signal) => {
-      const ms = performance.now() - t0;
-      resolve({ code: code ?? (signal ? 128 : 1), stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8'), ms, startedAt: performance.timeOrigin + t0 });
-    });
-    child.stdin.end(opts.input ?? '');
-  });
+export async function runTimed(file: string, args: readonly string[], opts: SpawnOptions = {}): Promise<Completed> {
+  const t0 = performance.now();
+  const r = await runProc(file, args, opts);
+  return { ...r, ms: performance.now() - t0, startedAt: performance.timeOrigin + t0 };
 }
 
 /** Throws with the command's stderr unless it exited 0. */
