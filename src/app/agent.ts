@@ -50,8 +50,12 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
       const result = await reconcile(run.config, run.ports);
       const { drift, coverage } = splitNewCoverage(result.findings, coveredBefore, result.plan.interfaces);
       coveredBefore = new Set(result.plan.interfaces);
-      for (const iface of new Set(coverage.flatMap((f) => (f.interface === undefined ? [] : [f.interface])))) {
+      const coverageOf = (kind: string): Set<string> => new Set(coverage.flatMap((f) => (f.kind !== kind || f.interface === undefined ? [] : [f.interface])));
+      for (const iface of coverageOf('rule-missing')) {
         run.ports.log.info({ event: 'covered', interface: iface, reasons }, `now protecting new interface ${iface}`);
+      }
+      for (const iface of coverageOf('rule-unknown')) {
+        run.ports.log.info({ event: 'uncovered', interface: iface, reasons }, `interface ${iface} is gone; its rules are removed`);
       }
       const folded = recordPass(history, drift, result.repaired, at, MAX_RECENT_DRIFT);
       history = folded.history;

@@ -33,15 +33,19 @@ export function recordPass(h: DriftHistory, findings: readonly Finding[], repair
 }
 
 /**
- * A Docker network created since the last pass needs new rules (and a new boot script);
- * that is coverage growing, not someone undoing our work. Splits those findings off so
- * they are logged as coverage and not counted as drift.
+ * A Docker network created since the last pass needs new rules (and a new boot script),
+ * and one removed leaves its rules behind; that is coverage changing, not someone
+ * undoing our work. Splits those findings off so they are logged as coverage and not
+ * counted as drift.
  */
 export function splitNewCoverage(findings: readonly Finding[], previous: ReadonlySet<string> | null, interfaces: readonly string[]): { drift: Finding[]; coverage: Finding[] } {
   if (previous === null) return { drift: [...findings], coverage: [] };
   const added = new Set(interfaces.filter((i) => !previous.has(i)));
-  const changed = added.size > 0 || [...previous].some((i) => !interfaces.includes(i));
+  const removed = new Set([...previous].filter((i) => !interfaces.includes(i)));
+  const changed = added.size > 0 || removed.size > 0;
   const isCoverage = (f: Finding): boolean =>
-    (f.kind === 'rule-missing' && f.interface !== undefined && added.has(f.interface)) || (f.kind === 'boot-script-stale' && changed);
+    (f.kind === 'rule-missing' && f.interface !== undefined && added.has(f.interface)) ||
+    (f.kind === 'rule-unknown' && f.interface !== undefined && removed.has(f.interface)) ||
+    (f.kind === 'boot-script-stale' && changed);
   return { drift: findings.filter((f) => !isCoverage(f)), coverage: findings.filter(isCoverage) };
 }

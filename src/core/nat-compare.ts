@@ -5,7 +5,7 @@ import { CHECK, type Finding } from './findings.js';
 import { type NatTable, chainRules, hasChain } from './nat-table.js';
 import { CHAIN } from './names.js';
 import { canIntercept } from './reach.js';
-import { type Rule, joinArgs, parseRuleArgs, ruleComment, ruleTarget } from './rule.js';
+import { type Rule, joinArgs, optionValue, parseRuleArgs, ruleComment, ruleTarget } from './rule.js';
 import { sameRule } from './rule-compare.js';
 
 /** Desired vs actual for one family's nat table: what is wrong, and what must change to fix it. */
@@ -43,7 +43,10 @@ export function compareNat(input: CompareInput): NatComparison {
     findings.push({ ...at, id: CHECK.ruleAltered, kind: 'rule-altered', status: 'fail', severity: 'high', message: `a rule in ${CHAIN} was altered`, interface: r.desired.iface, endpoint: formatEndpoint(r.desired.endpoint), evidence: [savedLine(r.actual)], remediation: 'imds-guard apply' });
   }
   for (const r of chain.unknown) {
-    findings.push({ ...at, id: CHECK.ruleUnknown, kind: 'rule-unknown', status: 'fail', severity: 'medium', message: `${CHAIN} holds a rule imds-guard did not write`, evidence: [savedLine(r)], remediation: 'imds-guard apply (rewrites the chain)' });
+    // A rule with our id comment names its interface: once Docker removes that network,
+    // the agent tells its rule going away apart from someone else's rule.
+    const iface = ruleIdOf(ruleComment(r)) === null ? undefined : optionValue(r, '-i', '--in-interface');
+    findings.push({ ...at, id: CHECK.ruleUnknown, kind: 'rule-unknown', status: 'fail', severity: 'medium', message: `${CHAIN} holds a rule imds-guard did not write`, ...(iface === undefined ? {} : { interface: iface }), evidence: [savedLine(r)], remediation: 'imds-guard apply (rewrites the chain)' });
   }
   if (chain.reordered) {
     findings.push({ ...at, id: CHECK.ruleOrder, kind: 'rule-reordered', status: 'fail', severity: 'low', message: `the rules in ${CHAIN} were reordered`, evidence: chainRules(table, CHAIN).map(savedLine), remediation: 'imds-guard apply' });

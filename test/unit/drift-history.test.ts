@@ -45,3 +45,13 @@ test('rules for a network created since the last pass are coverage, not drift', 
   assert.deepEqual(r.coverage, [late, stale]);
   assert.equal(splitNewCoverage([late], null, ['late0']).drift.length, 1, 'the first pass has nothing to compare with');
 });
+
+test('rules left by a network removed since the last pass are coverage, not drift', async () => {
+  const { splitNewCoverage } = await import('../../src/core/drift-history.js');
+  const gone: Finding = { id: 'IG-104', kind: 'rule-unknown', status: 'fail', severity: 'medium', family: 'ipv4', interface: 'gone0', message: 'unknown', evidence: [] };
+  const foreign: Finding = { id: 'IG-104', kind: 'rule-unknown', status: 'fail', severity: 'medium', family: 'ipv4', message: 'unknown', evidence: [] };
+  const r = splitNewCoverage([gone, foreign], new Set(['docker0', 'gone0']), ['docker0']);
+  assert.deepEqual(r.coverage, [gone]);
+  assert.deepEqual(r.drift, [foreign], 'a rule imds-guard did not write stays drift');
+  assert.deepEqual(splitNewCoverage([gone], new Set(['docker0', 'gone0']), ['docker0', 'gone0']).drift, [gone], 'a rule for an interface still covered is drift');
+});
