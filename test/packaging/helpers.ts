@@ -1,6 +1,8 @@
-import { spawnSync } from 'node:child_process';
-import { existsSync, realpathSync } from 'node:fs';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -38,4 +40,99 @@ export function agentUnderTest(): { path: string; label: string } {
   const built = join(REPO, 'dist/cli.js');
   if (existsSync(built) && packageOf(built) !== null) return { path: REPO, label: 'the built dist/cli.js' };
   return { path: join(REPO, 'test/packaging/fixtures/imds-guard-stand-in'), label: 'the test stand-in (no dist/cli.js built)' };
+}
+
+/**
+ * An init system booted as PID 1 of throwaway namespaces by one of the *-ns.sh
+ * scripts: its PID 1 as seen from this machine, its console, and a way to run
+ * commands inside (its namespaces and its root, a clean environment).
+ */
+export class BootedSystem {
+  console = '';
+  private readonly exited: Promise<number | null>;
+
+  private constructor(
+    private readonly proc: ChildProcess,
+    readonly hostPid: number,
+    readonly work: string,
+  ) {
+    this.exited = new Promise((resolve) => proc.once('exit', (code) => resolve(code)));
+  }
+
+  /** Runs `cmd args… SCRIPT BASE WORK AGENT` and waits for the script's "ready PID" line. */
+  static async boot(cmd: string, args: readonly string[], script: string, base: string, agent: string): Promise<BootedSystem> {
+    const work = mkdtempSync(join(tmpdir(), 'imds-guard-boot-'));
+    const proc = spawn(cmd, [...args, 'sh', join(REPO, 'test/packaging', script), base, work, agent], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let sys: BootedSystem | undefined;
+    const onData = (d: Buffer): void => {
+      out += d.toString();
+      if (sys !== undefined) sys.console = out;
+    };
+    proc.stdout?.on('data', onData);
+    proc.stderr?.on('data', onData);
+    const hostPid = await new Promise<number>((resolve, reject) => {
+      const poll = setInterval(() => {
+        const m = /^ready (\d+)$/m.exec(out);
+        if (m?.[1] !== undefined) {
+          clearInterval(poll);
+          resolve(Number(m[1]));
+        }
+      }, 50);
+      proc.once('exit', (code) => {
+        clearInterval(poll);
+        reject(new Error(`${script} exited ${code} before booting:\n${out}`));
+      });
+    });
+    // Everything later enters and finally SIGKILLs this pid: it must be the namespace's
+    // init that unshare forked, never this machine's PID 1 or a stranger.
+    const ppid = hostPid > 1 ? /^\d+ \(.*\) \S+ (\d+)/.exec(readFileSync(`/proc/${hostPid}/stat`, 'utf8'))?.[1] : undefined;
+    if (ppid === undefined || Number(ppid) !== proc.pid) {
+      proc.kill('SIGKILL');
+      throw new Error(`${script} reported pid ${hostPid}, which is not the child of unshare (pid ${proc.pid})`);
+    }
+    sys = new BootedSystem(proc, hostPid, work);
+    sys.console = out;
+    return sys;
+  }
+
+  sh(command: string, timeoutMs = 60_000): RunResult {
+    return run('nsenter', ['-t', String(this.hostPid), '--all', '--root', '--wd', '--', '/usr/bin/env', '-i', `PATH=${INNER_PATH}`, 'TERM=dumb', '/bin/sh', '-c', command], timeoutMs);
+  }
+
+  async waitFor(what: string, ok: () => boolean, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!ok()) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; console:\n${this.console}`);
+      await sleep(250);
+    }
+  }
+
+  /** Runs the system's own poweroff command; resolves when PID 1 is gone, or 'timeout'. */
+  async powerOff(command: string, timeoutMs: number): Promise<number | null | 'timeout'> {
+    this.sh(command);
+    return Promise.race([this.exited, sleep(timeoutMs).then(() => 'timeout' as const)]);
+  }
+
+  /** Whatever happened before: nothing of this system may outlive the test. */
+  async destroy(): Promise<void> {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) {
+      try {
+        process.kill(this.hostPid, 'SIGKILL'); // PID 1 of the pid namespace: every process in it goes too
+      } catch {
+        // already gone
+      }
+      await Promise.race([this.exited, sleep(10_000)]);
+    }
+    rmSync(this.work, { recursive: true, force: true });
+  }
+}
+
+const INNER_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/** Builds (once; cached) the root the boot tests use and returns its directory. */
+export function buildTestRoot(): string {
+  const r = run(join(REPO, 'scripts/openrc-rootfs'), ['build'], 15 * 60_000);
+  if (r.status !== 0) throw new Error(`scripts/openrc-rootfs build failed:\n${r.stderr}`);
+  return r.stdout.trim();
 }

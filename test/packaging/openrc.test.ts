@@ -3,13 +3,10 @@
 // and network namespaces (test/packaging/openrc-ns.sh). Nothing reaches this
 // machine's own network namespace or mount table.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
-import { REPO, type RunResult, agentUnderTest, commandExists, run } from './helpers.js';
+import { BootedSystem, REPO, agentUnderTest, buildTestRoot, commandExists, run } from './helpers.js';
 
 const SERVICE = join(REPO, 'openrc/imds-guard');
 const CONFD = join(REPO, 'openrc/imds-guard.confd');
@@ -18,93 +15,23 @@ const LOG = '/var/log/imds-guard.log';
 // supervise-daemon's respawn_delay (5 s) plus node's start-up, with room to spare.
 const RESPAWN_WAIT_MS = 20_000;
 
-test('shellcheck -s sh finds nothing in the service script, its conf.d and the test fixture', { skip: !commandExists('shellcheck') && 'shellcheck is not installed' }, () => {
-  const r = run('shellcheck', ['-s', 'sh', SERVICE, CONFD, join(REPO, 'test/packaging/fixtures/docker.initd'), join(REPO, 'test/packaging/openrc-ns.sh')]);
-  assert.equal(r.stdout + r.stderr, '');
-  assert.equal(r.status, 0);
+test('shellcheck finds nothing in the service script, its conf.d, and the shell scripts of these tests', { skip: !commandExists('shellcheck') && 'shellcheck is not installed' }, () => {
+  const here = join(REPO, 'test/packaging');
+  const sh = [SERVICE, CONFD, ...['fixtures/docker.initd', 'ns-lib.sh', 'openrc-ns.sh', 'systemd-ns.sh'].map((f) => join(here, f))];
+  for (const args of [['-x', '-s', 'sh', ...sh], ['-x', join(REPO, 'scripts/openrc-rootfs')]]) {
+    const r = run('shellcheck', args);
+    assert.equal(r.stdout + r.stderr, '');
+    assert.equal(r.status, 0);
+  }
 });
 
-const needs = ['unshare', 'nsenter', 'chroot', 'debootstrap'].filter((c) => !commandExists(c));
+const needs = ['unshare', 'nsenter', 'chroot'].filter((c) => !commandExists(c));
 const skip = process.getuid?.() !== 0 ? 'needs root (namespaces, chroot, debootstrap)' : needs.length > 0 ? `missing ${needs.join(', ')} (scripts/install-deps test)` : false;
-
-/** One booted OpenRC system: its PID 1 as seen from this machine, and a way to run commands in it. */
-class OpenrcSystem {
-  console = '';
-  private exited: Promise<number | null>;
-
-  private constructor(
-    private readonly proc: ChildProcess,
-    readonly hostPid: number,
-    readonly work: string,
-  ) {
-    this.exited = new Promise((resolve) => proc.once('exit', (code) => resolve(code)));
-  }
-
-  static async boot(base: string, agent: string): Promise<OpenrcSystem> {
-    const work = mkdtempSync(join(tmpdir(), 'imds-guard-openrc-'));
-    const proc = spawn('unshare', ['--net', '--pid', '--mount', '--fork', 'sh', join(REPO, 'test/packaging/openrc-ns.sh'), base, work, agent], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let console = '';
-    const hostPid = await new Promise<number>((resolve, reject) => {
-      const onData = (d: Buffer): void => {
-        console += d.toString();
-        const m = /^ready (\d+)$/m.exec(console);
-        if (m?.[1] !== undefined) resolve(Number(m[1]));
-      };
-      proc.stdout?.on('data', onData);
-      proc.stderr?.on('data', onData);
-      proc.once('exit', (code) => reject(new Error(`openrc-ns.sh exited ${code} before booting:\n${console}`)));
-    });
-    const sys = new OpenrcSystem(proc, hostPid, work);
-    sys.console = console;
-    const append = (d: Buffer): void => {
-      sys.console += d.toString();
-    };
-    proc.stdout?.on('data', append);
-    proc.stderr?.on('data', append);
-    return sys;
-  }
-
-  /** A shell command inside: the system's namespaces and root, OpenRC's PATH, no inherited environment. */
-  sh(command: string, timeoutMs = 60_000): RunResult {
-    return run(
-      'nsenter',
-      ['-t', String(this.hostPid), '--net', '--pid', '--mount', '--', 'chroot', join(this.work, 'root'), '/usr/bin/env', '-i', 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'TERM=dumb', '/bin/sh', '-c', command],
-      timeoutMs,
-    );
-  }
-
-  async waitFor(what: string, ok: () => boolean, timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!ok()) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; console:\n${this.console}`);
-      await sleep(250);
-    }
-  }
-
-  /** Powers off the way an admin would; the namespaces end with openrc-init. */
-  async shutdown(timeoutMs: number): Promise<number | null | 'timeout'> {
-    this.sh('openrc-shutdown --poweroff now');
-    return Promise.race([this.exited, sleep(timeoutMs).then(() => 'timeout' as const)]);
-  }
-
-  /** Whatever happened before: nothing of this system may outlive the test. */
-  async destroy(): Promise<void> {
-    if (this.proc.exitCode === null && this.proc.signalCode === null) {
-      try {
-        process.kill(this.hostPid, 'SIGKILL'); // PID 1 of the pid namespace: takes every process in it along
-      } catch {
-        // already gone
-      }
-      await Promise.race([this.exited, sleep(10_000)]);
-    }
-    rmSync(this.work, { recursive: true, force: true });
-  }
-}
 
 describe('OpenRC service under openrc-init', { skip, timeout: 20 * 60_000 }, () => {
   const agent = agentUnderTest();
-  let sys: OpenrcSystem | undefined;
-  const os = (): OpenrcSystem => {
+  let sys: BootedSystem | undefined;
+  const os = (): BootedSystem => {
     assert.ok(sys, 'the system did not boot');
     return sys;
   };
@@ -114,10 +41,9 @@ describe('OpenRC service under openrc-init', { skip, timeout: 20 * 60_000 }, () 
   const status = (): number | null => os().sh('rc-service imds-guard status').status;
 
   before(async () => {
-    const built = run(join(REPO, 'scripts/openrc-rootfs'), ['build'], 15 * 60_000);
-    assert.equal(built.status, 0, `scripts/openrc-rootfs build failed:\n${built.stderr}`);
+    const base = buildTestRoot();
     process.stdout.write(`# OpenRC test runs ${agent.label}\n`);
-    sys = await OpenrcSystem.boot(built.stdout.trim(), agent.path);
+    sys = await BootedSystem.boot('unshare', ['--net', '--pid', '--mount', '--fork', '--kill-child'], 'openrc-ns.sh', base, agent.path);
     // docker is the last service of the default runlevel (it comes after imds-guard).
     await os().waitFor('the default runlevel', () => os().sh('rc-service docker status').status === 0, 90_000);
   });
@@ -215,7 +141,7 @@ describe('OpenRC service under openrc-init', { skip, timeout: 20 * 60_000 }, () 
 
   test('shutdown stops the service and ends every process of the system', async () => {
     const s = os();
-    const ended = await s.shutdown(30_000);
+    const ended = await s.powerOff('openrc-shutdown --poweroff now', 30_000);
     assert.notEqual(ended, 'timeout', `openrc-init did not power off:\n${s.console}`);
     assert.match(s.console.slice(s.console.lastIndexOf('Starting imds-guard')), /Stopping imds-guard \.\.\. \[ ok \]/);
     assert.throws(() => process.kill(s.hostPid, 0), 'PID 1 of the test system survived');

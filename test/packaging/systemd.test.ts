@@ -1,11 +1,14 @@
-// The systemd unit, checked offline: this machine's PID 1 is not systemd, but
-// systemd-analyze can load a unit against an alternate root and score its sandbox.
+// The systemd unit, checked two ways. Offline: systemd-analyze loads the unit against
+// an alternate root and scores its sandbox. For real: this machine's PID 1 is not
+// systemd, so systemd is booted as PID 1 of throwaway namespaces in a Debian root
+// (scripts/openrc-rootfs, test/packaging/systemd-ns.sh) and runs the unit there.
 import assert from 'node:assert/strict';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
-import { REPO, commandExists, run } from './helpers.js';
+import { BootedSystem, REPO, agentUnderTest, buildTestRoot, commandExists, run } from './helpers.js';
 
 const UNIT = join(REPO, 'systemd/imds-guard.service');
 const MAX_EXPOSURE = 2.5;
@@ -78,5 +81,154 @@ describe('systemd unit', { skip }, () => {
     }
     assert.match(unitText, /^CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW$/m);
     assert.match(unitText, /^Before=.*\bdocker\.service\b/m);
+  });
+});
+
+// Where this machine's cgroup2 tree is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified
+// on a hybrid host); systemd needs a writable one, which it gets as an empty child cgroup.
+const CGROUP2 = readFileSync('/proc/self/mountinfo', 'utf8')
+  .split('\n')
+  .map((l) => l.split(' '))
+  .find((f) => f[f.indexOf('-') + 1] === 'cgroup2')?.[4];
+const bootNeeds = ['unshare', 'nsenter', 'pivot_root'].filter((c) => !commandExists(c));
+const bootSkip =
+  process.getuid?.() !== 0 ? 'needs root (namespaces, debootstrap)' : bootNeeds.length > 0 ? `missing ${bootNeeds.join(', ')}` : CGROUP2 === undefined ? 'no cgroup2 hierarchy on this machine' : false;
+
+describe('systemd unit under a real systemd', { skip: bootSkip, timeout: 20 * 60_000 }, () => {
+  const agent = agentUnderTest();
+  const realAgent = !agent.path.endsWith('imds-guard-stand-in');
+  const cgroup = join(CGROUP2 ?? '/nonexistent', `imds-guard-test-${process.pid}`);
+  let sys: BootedSystem | undefined;
+  const os = (): BootedSystem => {
+    assert.ok(sys, 'the system did not boot');
+    return sys;
+  };
+  const show = (prop: string): string => os().sh(`systemctl show -p ${prop} --value imds-guard`).stdout.trim();
+  const mainPid = (): number => Number(show('MainPID'));
+  const journal = (): string => os().sh('journalctl -u imds-guard --no-pager -o cat').stdout;
+  const count = (text: string, needle: string): number => text.split(needle).length - 1;
+  const setConfig = (yaml: string): void => {
+    os().sh(`printf '%s' '${yaml}' >/etc/imds-guard/config.yaml`);
+  };
+  const goodConfig = realAgent ? 'docker: false\n' : '';
+
+  before(async () => {
+    const base = buildTestRoot();
+    process.stdout.write(`# systemd boot test runs ${agent.label}\n`);
+    mkdirSync(cgroup);
+    sys = await BootedSystem.boot(
+      'sh',
+      ['-c', 'echo $$ >"$0/cgroup.procs" && exec unshare --cgroup --net --pid --mount --uts --ipc --fork --kill-child "$@"', cgroup],
+      'systemd-ns.sh',
+      base,
+      agent.path,
+    );
+    await os().waitFor('multi-user.target', () => os().sh('systemctl is-active multi-user.target').stdout.trim() === 'active', 120_000);
+  });
+
+  after(async () => {
+    await sys?.destroy();
+    // systemd leaves its (empty) cgroups behind; remove them deepest first.
+    run('sh', ['-c', 'find "$0" -depth -type d -exec rmdir {} + 2>/dev/null; true', cgroup]);
+  });
+
+  test('boots with imds-guard active, and docker.service starts only once the host is protected', () => {
+    assert.equal(show('ActiveState'), 'active', journal());
+    const saw = os().sh('cat /run/docker-saw').stdout;
+    assert.match(saw, /^imds-guard=active$/m, saw);
+    assert.match(saw, /^protected=yes$/m, saw);
+  });
+
+  test('the agent runs with CAP_NET_ADMIN and CAP_NET_RAW only, no new privileges, a seccomp filter', () => {
+    const status = os().sh(`cat /proc/${mainPid()}/status`).stdout;
+    const field = (name: string): string => new RegExp(`^${name}:\\s*(\\S+)`, 'm').exec(status)?.[1] ?? '';
+    const netAdminAndRaw = ((1n << 12n) | (1n << 13n)).toString(16).padStart(16, '0');
+    assert.equal(field('CapBnd'), netAdminAndRaw);
+    assert.equal(field('CapEff'), netAdminAndRaw);
+    assert.equal(field('NoNewPrivs'), '1');
+    assert.equal(field('Seccomp'), '2');
+  });
+
+  test('the agent sees a read-only system but for its state directory, /etc/local.d and the xtables lock', () => {
+    const inAgent = (cmd: string): number | null => os().sh(`nsenter -t ${mainPid()} -m -- sh -c '${cmd}'`).status;
+    assert.notEqual(inAgent('touch /usr/imds-guard-probe'), 0, '/usr is writable');
+    assert.notEqual(inAgent('touch /etc/imds-guard-probe'), 0, '/etc is writable');
+    assert.notEqual(inAgent('touch /run/imds-guard-probe'), 0, '/run is writable');
+    assert.equal(inAgent('touch /var/lib/imds-guard/probe && rm /var/lib/imds-guard/probe'), 0);
+    assert.equal(inAgent('touch /etc/local.d/probe && rm /etc/local.d/probe'), 0);
+    assert.equal(inAgent(': >>/run/xtables.lock'), 0);
+    assert.match(os().sh('stat -c %a /run/xtables.lock').stdout, /^600$/m);
+  });
+
+  test('the iptables-legacy backend works inside the sandbox too (raw socket, /proc/net, xtables lock)', { skip: !realAgent && 'the stand-in has no backends' }, async () => {
+    os().sh('mkdir -p /etc/systemd/system/imds-guard.service.d && printf "[Service]\\nEnvironment=IMDS_GUARD_BACKEND=legacy\\n" >/etc/systemd/system/imds-guard.service.d/legacy.conf && systemctl daemon-reload');
+    try {
+      assert.equal(os().sh('systemctl restart imds-guard').status, 0, journal());
+      await os().waitFor('the legacy chain', () => os().sh('iptables-legacy-save -t nat').stdout.includes(':IMDS-GUARD'), 15_000);
+      assert.equal(show('ActiveState'), 'active');
+      assert.equal(os().sh('imds-guard audit --backend legacy').status, 0);
+    } finally {
+      os().sh('rm -r /etc/systemd/system/imds-guard.service.d && systemctl daemon-reload && systemctl restart imds-guard');
+    }
+  });
+
+  test('systemctl reload validates and sends SIGHUP; the agent reloads without restarting', async () => {
+    const pid = mainPid();
+    const before = count(journal(), '"event":"reloaded"');
+    const r = os().sh('systemctl reload imds-guard');
+    assert.equal(r.status, 0, r.stderr);
+    await os().waitFor('the "reloaded" log line', () => count(journal(), '"event":"reloaded"') === before + 1, 10_000);
+    assert.equal(mainPid(), pid);
+  });
+
+  test('a killed agent is restarted (Restart=on-failure, RestartSec=5s)', async () => {
+    const pid = mainPid();
+    const restarts = Number(show('NRestarts'));
+    const started = count(journal(), '"event":"started"');
+    os().sh(`kill -KILL ${pid}`);
+    await os().waitFor('a restarted agent', () => show('ActiveState') === 'active' && mainPid() !== pid && mainPid() > 0, 20_000);
+    assert.equal(Number(show('NRestarts')), restarts + 1);
+    // Type=exec is active as soon as node is exec'd; the next test's SIGTERM must find
+    // the agent's handlers installed.
+    await os().waitFor('the restarted agent\'s "started" log line', () => count(journal(), '"event":"started"') === started + 1, 15_000);
+  });
+
+  test('stop ends the agent with SIGTERM, status 0, within seconds, and leaves the protection in place', () => {
+    const t0 = Date.now();
+    const r = os().sh('systemctl stop imds-guard');
+    const took = Date.now() - t0;
+    assert.equal(r.status, 0, r.stderr);
+    assert.ok(took < 5_000, `stop took ${took} ms`);
+    assert.equal(show('ActiveState'), 'inactive');
+    assert.equal(show('Result'), 'success');
+    assert.equal(show('ExecMainStatus'), '0');
+    assert.equal(os().sh('imds-guard audit').status, 0, 'the rules went away with the agent');
+  });
+
+  test('an invalid configuration fails the start and is not restarted in a loop (exit 2)', async () => {
+    setConfig('mode: invalid\n');
+    try {
+      os().sh('systemctl start imds-guard');
+      await os().waitFor('the failed state', () => show('ActiveState') === 'failed', 15_000);
+      const restarts = Number(show('NRestarts'));
+      assert.equal(show('ExecMainStatus'), '2');
+      await sleep(7_000); // longer than RestartSec
+      assert.equal(show('ActiveState'), 'failed');
+      assert.equal(Number(show('NRestarts')), restarts);
+    } finally {
+      setConfig(goodConfig);
+    }
+    assert.equal(os().sh('systemctl reset-failed imds-guard; systemctl start imds-guard').status, 0);
+    assert.equal(show('ActiveState'), 'active');
+  });
+
+  test('poweroff stops the agent and ends every process of the system', async () => {
+    const s = os();
+    const journalBefore = journal();
+    assert.ok(journalBefore.length > 0);
+    const ended = await s.powerOff('systemctl start poweroff.target --job-mode=replace-irreversibly --no-block', 60_000);
+    assert.notEqual(ended, 'timeout', `systemd did not power off:\n${s.console}`);
+    assert.throws(() => process.kill(s.hostPid, 0), 'PID 1 of the test system survived');
+    assert.ok(!readFileSync('/proc/self/mountinfo', 'utf8').includes(s.work), 'a mount of the test system is visible on this machine');
   });
 });
