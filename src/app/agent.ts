@@ -2,7 +2,7 @@ import { CronJob } from 'cron';
 import type { Logger } from 'pino';
 import type { Config } from '../core/config.js';
 import { formatEndpoint } from '../core/endpoint.js';
-import { type DriftHistory, EMPTY_HISTORY, recordPass, splitNewCoverage } from '../core/drift-history.js';
+import { type DriftHistory, EMPTY_HISTORY, recordPass, splitFirstInstall, splitNewCoverage } from '../core/drift-history.js';
 import { ExitCode, describeError } from '../errors.js';
 import { createLogger } from '../shell/logger.js';
 import { type AgentState, MAX_RECENT_DRIFT, writeAgentState } from './agent-state.js';
@@ -48,7 +48,11 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
     const at = new Date().toISOString();
     try {
       const result = await reconcile(run.config, run.ports);
-      const { drift, coverage } = splitNewCoverage(result.findings, coveredBefore, result.plan.interfaces);
+      const first = coveredBefore === null ? splitFirstInstall(result.findings) : { drift: [...result.findings], install: [] };
+      if (first.install.some((f) => f.status === 'fail')) {
+        run.ports.log.info({ event: 'installed', families: [...new Set(first.install.flatMap((f) => (f.family === undefined ? [] : [f.family])))], repaired: result.repaired }, result.repaired ? 'first install: protection put in place' : 'not installed yet (report mode)');
+      }
+      const { drift, coverage } = splitNewCoverage(first.drift, coveredBefore, result.plan.interfaces);
       coveredBefore = new Set(result.plan.interfaces);
       const coverageOf = (kind: string): Set<string> => new Set(coverage.flatMap((f) => (f.kind !== kind || f.interface === undefined ? [] : [f.interface])));
       for (const iface of coverageOf('rule-missing')) {

@@ -49,3 +49,18 @@ export function splitNewCoverage(findings: readonly Finding[], previous: Readonl
     (f.kind === 'boot-script-stale' && changed);
   return { drift: findings.filter((f) => !isCoverage(f)), coverage: findings.filter(isCoverage) };
 }
+
+/**
+ * On the agent's first pass, a family with no chain of ours at all is a first install,
+ * not drift: nothing of ours was there to be undone. Its findings (and a missing boot
+ * script, when nothing was installed anywhere) are split off so alerting on `drift`
+ * does not fire on every new host. A family that had our chain is judged as usual.
+ */
+export function splitFirstInstall(findings: readonly Finding[]): { drift: Finding[]; install: Finding[] } {
+  const fresh = new Set(findings.filter((f) => f.kind === 'chain-missing' && f.family !== undefined).map((f) => f.family));
+  const families = new Set(findings.filter((f) => f.family !== undefined && f.kind !== 'family-unavailable' && f.kind !== 'other-backend').map((f) => f.family));
+  const nothingAnywhere = families.size > 0 && [...families].every((f) => fresh.has(f));
+  const isInstall = (f: Finding): boolean =>
+    f.kind !== 'other-backend' && (f.family !== undefined ? fresh.has(f.family) : nothingAnywhere && f.kind === 'boot-script-missing');
+  return { drift: findings.filter((f) => !isInstall(f)), install: findings.filter(isInstall) };
+}

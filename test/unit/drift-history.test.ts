@@ -55,3 +55,14 @@ test('rules left by a network removed since the last pass are coverage, not drif
   assert.deepEqual(r.drift, [foreign], 'a rule imds-guard did not write stays drift');
   assert.deepEqual(splitNewCoverage([gone], new Set(['docker0', 'gone0']), ['docker0', 'gone0']).drift, [gone], 'a rule for an interface still covered is drift');
 });
+
+test('the first install on a host with nothing of ours is not drift; a half-installed host is', async () => {
+  const { splitFirstInstall } = await import('../../src/core/drift-history.js');
+  const f = (kind: Finding['kind'], family?: 'ipv4' | 'ipv6'): Finding => ({ id: 'X', kind, status: 'fail', severity: 'high', message: kind, evidence: [], ...(family ? { family } : {}) });
+  const fresh = [f('chain-missing', 'ipv4'), f('rule-missing', 'ipv4'), f('chain-missing', 'ipv6'), f('jump-missing', 'ipv6'), f('boot-script-missing')];
+  assert.equal(splitFirstInstall(fresh).drift.length, 0);
+  const half = [f('chain-missing', 'ipv4'), f('rule-missing', 'ipv4'), f('rule-missing', 'ipv6'), f('boot-script-missing')];
+  const r = splitFirstInstall(half);
+  assert.deepEqual(r.drift.map((x) => x.kind), ['rule-missing', 'boot-script-missing']);
+  assert.deepEqual(r.drift.map((x) => x.family), ['ipv6', undefined]);
+});
