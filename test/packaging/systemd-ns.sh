@@ -23,6 +23,7 @@ root=$work/root
 overlay_root "$base" "$work" "$agent"
 install -m 0644 "$repo/systemd/imds-guard.service" "$root/etc/systemd/system/imds-guard.service"
 install -m 0644 "$repo/test/packaging/fixtures/docker.service" "$root/etc/systemd/system/docker.service"
+install -m 0644 "$repo/test/packaging/fixtures/fake-docker-api.mjs" "$root/usr/local/lib/fake-docker-api.mjs"
 mkdir -p "$root/etc/systemd/system/multi-user.target.wants" "$root/etc/local.d"
 for unit in imds-guard docker; do
 	ln -s "/etc/systemd/system/$unit.service" "$root/etc/systemd/system/multi-user.target.wants/$unit.service"

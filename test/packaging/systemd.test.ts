@@ -172,6 +172,27 @@ describe('systemd unit under a real systemd', { skip: bootSkip, timeout: 20 * 60
     }
   });
 
+  test('the agent reaches the Docker API on its Unix socket from inside the sandbox', { skip: !realAgent && 'the stand-in does not talk to Docker' }, async () => {
+    const server = 'node /usr/local/lib/fake-docker-api.mjs /run/docker.sock';
+    os().sh(`setsid ${server} >/run/fake-docker.log 2>&1 </dev/null & echo $! >/run/fake-docker.pid`);
+    try {
+      await os().waitFor('the fake Docker socket', () => os().sh('test -S /run/docker.sock').status === 0, 10_000);
+      setConfig('docker: true\n');
+      assert.equal(os().sh('systemctl restart imds-guard').status, 0, journal());
+      // custombr0 matches none of the default interface patterns: only the API names it.
+      // Either backend: after the legacy test, auto may well pick legacy.
+      const nat = (): string => os().sh('iptables-nft-save -t nat; iptables-legacy-save -t nat').stdout;
+      await os().waitFor('a rule for the bridge Docker reported', () => nat().includes('-i custombr0'), 20_000);
+      // The one-shot apply lists the networks; the agent then also watches the events.
+      const requests = (): string => os().sh('cat /run/fake-docker.log').stdout;
+      await os().waitFor("the agent's event subscription", () => /^GET \S*\/events/m.test(requests()), 10_000);
+      assert.match(requests(), /^GET \S*\/networks/m);
+    } finally {
+      setConfig(goodConfig);
+      os().sh('kill $(cat /run/fake-docker.pid); rm -f /run/docker.sock; systemctl restart imds-guard');
+    }
+  });
+
   test('systemctl reload validates and sends SIGHUP; the agent reloads without restarting', async () => {
     const pid = mainPid();
     const before = count(journal(), '"event":"reloaded"');
