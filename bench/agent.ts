@@ -21,6 +21,11 @@ import { renderTable } from './table.js';
  * clock at ms resolution. Polling iptables-save would add its own 10-20 ms per read on
  * top and share the CPUs with the agent. "pass" latency is the agent's "covered" line,
  * the end of that pass (IPv6, conntrack, boot script, state file written).
+ *
+ * Restores per burst are the agent's "applied nat transaction" lines (one per
+ * iptables-restore it runs), passes its "repaired" and debug "reconciled" lines. Events
+ * that arrive during a pass fold into one more pass; dockerd creates networks one at a
+ * time, a pass or so apart, so each custom bridge name tends to get a pass of its own.
  */
 export interface AgentBenchOptions {
   readonly quick?: boolean;
@@ -56,7 +61,7 @@ export async function runAgentBench(opts: AgentBenchOptions = {}): Promise<Recor
     agent = await startAgent(lab, { logLevel: 'debug', driftSchedule: '*/30 * * * * *' });
     await sleep(3_000);
     const idle = agent.memoryKb();
-    // The first pass reports the unprotected host as drift; count only what comes after.
+    // What the first pass found on the bare host is not the bench's: count what comes after.
     const afterStart = agent.mark();
     progress(`idle RSS ${mb(idle.rss)} MB; latency over ${sizes.latencyNetworks} networks`);
     const latency = await measureLatency(lab, agent, sizes.latencyNetworks);
