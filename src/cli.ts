@@ -89,11 +89,12 @@ export function buildProgram(): Command {
     .addOption(new Option('--format <format>', 'output format').choices(['text', 'json']).default('text'))
     .action(async (_o, cmd: Command) => {
       const { config, ports } = await setup(cmd, 2);
-      const { reconcile, hasFailures } = await import('./app/reconcile.js');
+      const { reconcile } = await import('./app/reconcile.js');
+      const { hasDrift } = await import('./core/findings.js');
       const { summarizeApply } = await import('./app/summary.js');
       const result = await reconcile(config, ports);
       print(cmd.opts<{ format: string }>().format === 'json' ? JSON.stringify(summarizeApply(config, result, true), null, 2) : summarizeApply(config, result, false).text);
-      process.exitCode = config.mode === 'report' && hasFailures(result.findings) ? ExitCode.drift : ExitCode.ok;
+      process.exitCode = config.mode === 'report' && hasDrift(result.findings) ? ExitCode.drift : ExitCode.ok;
     });
 
   withConfigOptions(program.command('audit'))

@@ -2,6 +2,7 @@ import { CronJob } from 'cron';
 import type { Logger } from 'pino';
 import type { Config } from '../core/config.js';
 import { formatEndpoint } from '../core/endpoint.js';
+import { hasDrift } from '../core/findings.js';
 import { type DriftHistory, EMPTY_HISTORY, recordPass, splitFirstInstall, splitNewCoverage } from '../core/drift-history.js';
 import { ExitCode, describeError } from '../errors.js';
 import { createLogger } from '../shell/logger.js';
@@ -49,7 +50,7 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
     try {
       const result = await reconcile(run.config, run.ports);
       const first = coveredBefore === null ? splitFirstInstall(result.findings) : { drift: [...result.findings], install: [] };
-      if (first.install.some((f) => f.status === 'fail')) {
+      if (hasDrift(first.install)) {
         run.ports.log.info({ event: 'installed', families: [...new Set(first.install.flatMap((f) => (f.family === undefined ? [] : [f.family])))], repaired: result.repaired }, result.repaired ? 'first install: protection put in place' : 'not installed yet (report mode)');
       }
       const { drift, coverage } = splitNewCoverage(first.drift, coveredBefore, result.plan.interfaces);
@@ -68,7 +69,7 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
       }
       if (result.repaired) run.ports.log.info({ event: 'repaired', restores: result.restores, kinds: [...new Set(folded.fresh.map((f) => f.kind))], reasons }, 'repaired');
       else run.ports.log.debug({ event: 'reconciled', converged: result.converged, reasons }, 'pass done');
-      const drifted = drift.some((f) => f.status === 'fail');
+      const drifted = hasDrift(drift);
       state = { ...state, lastReconcileAt: at, lastResult: result.repaired ? 'repaired' : drifted ? 'drift' : 'converged', lastError: null, driftCounts: history.counts, recentDrift: [...history.recent] };
     } catch (e) {
       run.ports.log.error({ event: 'reconcile-failed', err: describeError(e), reasons }, 'reconcile pass failed; the rules in place are kept; retrying');

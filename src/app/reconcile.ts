@@ -70,8 +70,3 @@ async function flushConnections(config: Config, ports: Ports, families: Readonly
   }
 }
 
-/** The protection verdict: drift or not protected means exit 1. */
-export function hasFailures(findings: readonly Finding[]): boolean {
-  return findings.some((f) => f.status === 'fail');
-}
-

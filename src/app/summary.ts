@@ -2,6 +2,7 @@ import { renderBootScript } from '../core/boot-script.js';
 import type { Config } from '../core/config.js';
 import { desiredFamily } from '../core/desired.js';
 import { FAMILIES } from '../core/family.js';
+import { CHECK, isDrift } from '../core/findings.js';
 import { planReconcile } from '../core/plan.js';
 import { observe } from './observe.js';
 import type { Ports } from './ports.js';
@@ -9,9 +10,9 @@ import type { ReconcileResult } from './reconcile.js';
 
 /** What `apply` tells the operator: what was wrong (and repaired, in enforce mode) and what is now in place. */
 export function summarizeApply(config: Config, r: ReconcileResult, json: boolean): { text: string } & Record<string, unknown> {
-  const fails = r.findings.filter((f) => f.status === 'fail');
+  const fails = r.findings.filter(isDrift);
   const warns = r.findings.filter((f) => f.status === 'warn');
-  const rules = r.findings.filter((f) => f.id === 'IG-101').length;
+  const rules = r.findings.filter((f) => f.id === CHECK.protection).length;
   const verb = config.mode === 'enforce' ? 'repaired' : 'would repair';
   const lines = [`imds-guard: backend ${r.backend}; ${rules} interface/endpoint rule(s) for ${r.plan.interfaces.join(' ')}`];
   if (r.converged) lines.push('imds-guard: already protected; nothing written');

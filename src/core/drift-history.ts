@@ -1,4 +1,4 @@
-import { type Finding, findingKey } from './findings.js';
+import { type Finding, findingKey, isDrift } from './findings.js';
 
 export interface DriftRecord {
   readonly at: string;
@@ -23,7 +23,7 @@ export const EMPTY_HISTORY: DriftHistory = { counts: {}, recent: [], open: new S
  * is deleted again is counted again; in report mode a drift that stays is logged once.
  */
 export function recordPass(h: DriftHistory, findings: readonly Finding[], repaired: boolean, at: string, maxRecent: number): { history: DriftHistory; fresh: Finding[] } {
-  const drift = findings.filter((f) => f.status === 'fail');
+  const drift = findings.filter(isDrift);
   const fresh = drift.filter((f) => !h.open.has(findingKey(f)));
   const counts = { ...h.counts };
   for (const f of fresh) counts[f.kind] = (counts[f.kind] ?? 0) + 1;

@@ -66,6 +66,11 @@ export function isDrift(f: Finding): boolean {
   return f.status === 'fail';
 }
 
+/** The protection verdict: any drift (or missing protection) means exit 1. */
+export function hasDrift(findings: readonly Finding[]): boolean {
+  return findings.some(isDrift);
+}
+
 /** A finding's identity across passes, so the daemon logs a drift once when it appears, not every check. */
 export function findingKey(f: Finding): string {
   return [f.id, f.kind, f.family ?? '', f.backend ?? '', f.interface ?? '', f.endpoint ?? '', f.evidence.join('|')].join('\u0000');
