@@ -71,7 +71,13 @@ const schema = z
     enableLocalService: z.boolean().default(false),
     stateDir: absolutePath.default('/var/lib/imds-guard'),
     docker: z.boolean().default(true),
-    dockerHost: z.string().regex(/^(unix|tcp|http|https|ssh|npipe):\/\/\S+$/, 'must be a URL such as unix:///var/run/docker.sock').nullable().default(null),
+    // The rules go into this host's nat table, so only this host's Docker can say which
+    // bridges need them: a local socket, or TCP (with TLS) to a daemon on this host.
+    dockerHost: z
+      .string()
+      .regex(/^(unix|tcp|http|https):\/\/\S+$/, "must be unix:///PATH or tcp://HOST:PORT of this host's Docker (ssh:// is not supported)")
+      .nullable()
+      .default(null),
     driftSchedule: cronExpression.default('*/30 * * * * *'),
     lockWaitSeconds: z.number().int().min(1).max(600).default(5),
     conntrack: z.boolean().default(true),

@@ -104,6 +104,7 @@ describe('every config error is one line naming the source, the key and the bad 
     ['a relative boot script directory from the environment', layers({}, { IMDS_GUARD_BOOT_SCRIPT_DIR: 'local.d' }, {}), 'environment: bootScriptDir "local.d" must be an absolute path without newlines'],
     ['a mode that does not exist', layers({ mode: 'audit' }, {}, {}), `${FILE}: mode "audit" Invalid option: expected one of "enforce"|"report"`],
     ['a lock wait that is not a number', layers({}, { IMDS_GUARD_LOCK_WAIT_SECONDS: 'soon' }, {}), 'environment: lockWaitSeconds "soon" Invalid input: expected number, received string'],
+    ['an ssh:// Docker host (from DOCKER_HOST)', layers({}, { DOCKER_HOST: 'ssh://ops@docker-1' }, {}), `environment: dockerHost "ssh://ops@docker-1" must be unix:///PATH or tcp://HOST:PORT of this host's Docker (ssh:// is not supported)`],
     ['a boolean that is not one', layers({}, { IMDS_GUARD_DOCKER: 'maybe' }, {}), 'environment: docker "maybe" Invalid input: expected boolean, received string'],
   ];
   for (const [what, input, message] of cases) {
