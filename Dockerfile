@@ -9,15 +9,16 @@ WORKDIR /src
 COPY package.json package-lock.json tsconfig.json ./
 RUN npm ci --no-audit --no-fund
 COPY src ./src
-RUN npm run build && npm prune --omit=dev
+COPY scripts/build.mjs ./scripts/build.mjs
+RUN npm run build
 
 FROM ${NODE_IMAGE}
 RUN apt-get update \
  && apt-get install -y --no-install-recommends iptables conntrack \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/imds-guard
+# dist/ is self-contained: scripts/build.mjs bundles the dependencies.
 COPY --from=build /src/package.json ./package.json
-COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
 # A 1 MB young generation keeps RSS flat across bursts of Docker events (bench/agent.ts).
 ENV IMDS_GUARD_STATE_DIR=/var/lib/imds-guard NODE_ENV=production NODE_OPTIONS=--max-semi-space-size=1

@@ -16,7 +16,8 @@ export async function readConfigFile(path: string, required: boolean): Promise<R
     throw new ConfigError(`config file ${path}: cannot read it (${code ?? (e as Error).message})`);
   }
   // Loaded only when there is a file to read: most hosts run on defaults and flags.
-  const { parse } = await import('yaml');
+  // Through `default` (module.exports): the bundle's lazily loaded CommonJS chunks export nothing else.
+  const { parse } = (await import('yaml')).default;
   let value: unknown;
   try {
     value = parse(text, { prettyErrors: false, uniqueKeys: true });

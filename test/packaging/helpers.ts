@@ -25,12 +25,12 @@ export function commandExists(name: string): boolean {
 /**
  * The agent the service tests run: IMDS_GUARD_BIN (a package's dist/cli.js, or any
  * executable), else this checkout's built dist/cli.js, else the test stand-in.
- * A directory means a package (package.json, dist/, node_modules/).
+ * A directory means a package (package.json and dist/, which is self-contained).
  */
 export function agentUnderTest(): { path: string; label: string } {
   const packageOf = (cli: string): string | null => {
     const pkg = resolve(dirname(cli), '..');
-    return basename(dirname(cli)) === 'dist' && existsSync(join(pkg, 'package.json')) && existsSync(join(pkg, 'node_modules')) ? pkg : null;
+    return basename(dirname(cli)) === 'dist' && existsSync(join(pkg, 'package.json')) ? pkg : null;
   };
   const bin = process.env.IMDS_GUARD_BIN;
   if (bin !== undefined && bin !== '') {

@@ -1,0 +1,77 @@
+#!/usr/bin/env node
+// Bundles src/cli.ts into dist/ with esbuild (tsc only type-checks). Why a bundle:
+// - memory: the agent is resident on every host. dockerode 5 loads docker-modem's SSH
+//   transport (ssh2, which compiles WebAssembly at load) and BuildKit's gRPC session at
+//   import; neither can serve a host-local agent, and together they cost ~13 MB of RSS.
+//   They are replaced below by stubs that fail loudly if ever reached.
+// - start-up: one ESM entry and a few lazily imported chunks instead of ~350 module files.
+// The code each command imports lazily (`await import(...)`) stays in its own chunk, so
+// `apply` never parses the agent, nor the agent the YAML parser unless a file is given.
+import { build } from 'esbuild';
+import { renameSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
+const outdir = join(repo, 'dist');
+
+/** Modules dockerode and docker-modem load at import but imds-guard never uses, and what to say if one is reached. */
+const UNUSED = {
+  ssh2: 'ssh:// Docker hosts are not supported: run imds-guard on the Docker host itself',
+  '@grpc/grpc-js': 'BuildKit sessions (image builds) are not part of imds-guard',
+  '@grpc/proto-loader': 'BuildKit sessions (image builds) are not part of imds-guard',
+  protobufjs: 'BuildKit progress (image builds) is not part of imds-guard',
+};
+
+const unusedModules = {
+  name: 'unused-modules',
+  setup(b) {
+    const names = Object.keys(UNUSED).map((n) => n.replace(/[/@.]/g, '\\$&'));
+    b.onResolve({ filter: new RegExp(`^(${names.join('|')})$`) }, (a) => ({ path: a.path, namespace: 'unused' }));
+    // dockerode's BuildKit session module, required by lib/docker.js at load.
+    b.onResolve({ filter: /^\.\/session$/ }, (a) =>
+      /[\\/]dockerode[\\/]lib$/.test(a.resolveDir) ? { path: '@grpc/grpc-js', namespace: 'unused' } : undefined,
+    );
+    // Loading succeeds (docker-modem reads `require('ssh2').Client` at import); any use throws.
+    b.onLoad({ filter: /.*/, namespace: 'unused' }, (a) => ({
+      loader: 'js',
+      contents: `const why = ${JSON.stringify(UNUSED[a.path])};
+const fail = function () { throw new Error(why); };
+module.exports = new Proxy(fail, { get: (_, key) => (key === '__esModule' ? false : fail) });`,
+    }));
+  },
+};
+
+// Built beside dist/ and swapped in, so a CLI or agent started from dist/ meanwhile
+// never finds it half written, and no chunk of an older build is left behind.
+const staging = `${outdir}.build-${process.pid}`;
+rmSync(staging, { recursive: true, force: true });
+const result = await build({
+  entryPoints: { cli: join(repo, 'src', 'cli.ts') },
+  outdir: staging,
+  bundle: true,
+  splitting: true,
+  format: 'esm',
+  platform: 'node',
+  target: 'node20',
+  // Identifiers stay readable in stack traces; whitespace and syntax go (V8 keeps every
+  // script's source in memory for as long as the process lives).
+  minifyWhitespace: true,
+  minifySyntax: true,
+  sourcemap: 'linked',
+  chunkNames: 'chunks/[name]-[hash]',
+  // CommonJS dependencies call require() for node's built-ins.
+  banner: { js: "import { createRequire as __imdsGuardRequire } from 'node:module'; const require = __imdsGuardRequire(import.meta.url);" },
+  plugins: [unusedModules],
+  logLevel: 'warning',
+  metafile: process.argv.includes('--metafile'),
+});
+rmSync(`${outdir}.old`, { recursive: true, force: true });
+try {
+  renameSync(outdir, `${outdir}.old`);
+} catch (e) {
+  if (e.code !== 'ENOENT') throw e;
+}
+renameSync(staging, outdir);
+rmSync(`${outdir}.old`, { recursive: true, force: true });
+if (result.metafile) process.stdout.write(`${JSON.stringify(result.metafile)}\n`);
