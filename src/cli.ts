@@ -149,6 +149,8 @@ export function buildProgram(): Command {
   withConfigOptions(program.command('run'))
     .description('run the agent: reconcile now, on Docker network events and on the drift schedule; SIGHUP reloads, SIGTERM stops')
     .action(async (_o, cmd: Command) => {
+      const { tuneV8ForResidentAgent } = await import('./shell/v8-tuning.js');
+      tuneV8ForResidentAgent();
       const { runAgent } = await import('./app/agent.js');
       const { loadConfig } = await import('./app/settings.js');
       const configPath = cmd.opts<{ config?: string }>().config;
