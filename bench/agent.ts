@@ -1,4 +1,5 @@
 import type { BenchModule } from './module.js';
+import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
@@ -71,10 +72,14 @@ export async function runAgentBench(opts: AgentBenchOptions = {}): Promise<Recor
     const afterStart = agent.mark();
     progress(`idle RSS ${mb(idle.rss)} MB; latency over ${sizes.latencyNetworks} networks`);
     const latency = await measureLatency(lab, agent, sizes.latencyNetworks);
+    const afterLatency = agent.memoryKb();
     progress(`race: ${sizes.raceRounds} create-then-run rounds`);
     const race = await measureRace(lab, agent, sizes.raceRounds);
+    const afterRace = agent.memoryKb();
     progress(`${sizes.bursts} bursts of ${EVENTS_PER_BURST} network events with custom bridge names, 1 with Docker's names`);
+    const cpuBeforeBursts = cpuSeconds(agent.pid);
     const bursts = await measureBursts(lab, agent, sizes.bursts, true);
+    const burstCpu = cpuSeconds(agent.pid) - cpuBeforeBursts;
     const dockerNamed = await measureBursts(lab, agent, 1, false);
     const drift = agent.events('drift', afterStart).length;
     const end = agent.memoryKb();
@@ -88,11 +93,15 @@ export async function runAgentBench(opts: AgentBenchOptions = {}): Promise<Recor
         idleRssMb: mb(idle.rss),
         afterBurstRssMb: bursts.map((b) => b.rssMb),
         peakRssMb: mb(end.peak),
+        // VmHWM as each phase ended: where the peak was reached.
+        peakAfterMb: { start: mb(idle.peak), latency: mb(afterLatency.peak), race: mb(afterRace.peak), bursts: mb(end.peak) },
         // File-backed pages are mostly the node binary's code; anonymous ones the JS heap and buffers.
         idle: { anonMb: mb(idle.anon), fileMb: mb(idle.file) },
         end: { anonMb: mb(end.anon), fileMb: mb(end.file) },
       },
       bursts,
+      // The agent's user+system CPU time over the custom-named bursts (not its children's).
+      cpuSecondsPerBurst: round(burstCpu / sizes.bursts, 2),
       dockerNamedBursts: dockerNamed,
       driftEventsDuringBench: drift,
     };
@@ -258,6 +267,12 @@ function quantiles(xs: readonly number[]): Quantiles {
   return { p50: rank(50), p99: rank(99), max: s.at(-1) ?? Number.NaN, samples: xs };
 }
 
+/** utime + stime of a process, in seconds (clock ticks are 1/100 s on Linux). */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
 const logTime = (l: LogLine): number => Date.parse(String(l.time));
 const mb = (kb: number): number => round(kb / 1024, 1);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -265,8 +280,9 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 interface Result {
   readonly latency: { rule: Quantiles; pass: Quantiles };
   readonly race: { rounds: number; leaked: number };
-  readonly memory: { idleRssMb: number; afterBurstRssMb: number[]; peakRssMb: number; idle: { anonMb: number; fileMb: number }; end: { anonMb: number; fileMb: number } };
+  readonly memory: { idleRssMb: number; afterBurstRssMb: number[]; peakRssMb: number; peakAfterMb: { start: number; latency: number; race: number; bursts: number }; idle: { anonMb: number; fileMb: number }; end: { anonMb: number; fileMb: number } };
   readonly bursts: Burst[];
+  readonly cpuSecondsPerBurst: number;
   readonly dockerNamedBursts: Burst[];
   readonly driftEventsDuringBench: number;
 }
@@ -309,9 +325,10 @@ function render(r: Result & { loadavg: { start: number[]; end: number[] }; durat
     latency,
     '',
     `create-then-run race: ${r.race.leaked} of ${r.race.rounds} containers got the credentials`,
-    `memory: VmRSS idle ${r.memory.idleRssMb} MB (anonymous ${r.memory.idle.anonMb}, file-backed ${r.memory.idle.fileMb}), peak ${r.memory.peakRssMb} MB, after the last burst anonymous ${r.memory.end.anonMb} + file-backed ${r.memory.end.fileMb}`,
+    `memory: VmRSS idle ${r.memory.idleRssMb} MB (anonymous ${r.memory.idle.anonMb}, file-backed ${r.memory.idle.fileMb}), peak ${r.memory.peakRssMb} MB (high-water mark after start-up ${r.memory.peakAfterMb.start}, the latency runs ${r.memory.peakAfterMb.latency}, the race ${r.memory.peakAfterMb.race}, the bursts ${r.memory.peakAfterMb.bursts}), after the last burst anonymous ${r.memory.end.anonMb} + file-backed ${r.memory.end.fileMb}`,
     '',
     bursts,
+    `agent CPU time per custom-named burst: ${r.cpuSecondsPerBurst} s (its own, not iptables')`,
     '',
     targetTable,
   ].join('\n');
