@@ -1,8 +1,8 @@
-import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { type CpuProfile, type ProfileSummary, averageSummaries, summarizeProfile } from './cpu-profile.js';
+import { build } from 'esbuild';
+import { type CpuProfile, type ProfileSummary, averageSummaries, sourceMapLocator, summarizeProfile } from './cpu-profile.js';
 import type { BenchContext, BenchModule } from './module.js';
 import { FAMILIES, type NatLab, openNatLab } from './nat-lab.js';
 import { cleanEnv, mustSucceed, removeTempDir, runTimed, tempDir } from './proc.js';
@@ -12,11 +12,17 @@ import { ms, renderTable } from './table.js';
 
 /**
  * Where a no-op `apply` spends its time, on the nft backend's 10,000-rule table: node's
- * own start-up, loading the CLI's modules, the two saves, and what runs after them
+ * own start-up, loading the CLI's bundle, the two saves, and what runs after them
  * (parse, plan, print, exit). Four views that should agree: interleaved wall times of
- * partial programs, a timeline from shim timestamps, per-module import times in a fresh
- * node, and V8 CPU profiles. And three what-ifs: a floor (node plus the two saves and
- * nothing else), the same dist/ bundled into one file, and a pass in a warm process.
+ * partial programs, a timeline from shim timestamps, the load time of each chunk apply
+ * imports, in a fresh node, and V8 CPU profiles mapped back to src/. And two what-ifs: a
+ * floor (node plus the two saves and nothing else) and a pass in a warm process.
+ *
+ * dist/ is an esbuild bundle (scripts/build.mjs): dist/cli.js, plus a chunk per module
+ * the CLI imports lazily, named after it (`import('./app/settings.js')` became
+ * `import("./chunks/settings-HASH.js")`). Those chunks are what apply loads, so the
+ * import and warm-pass figures use them; a module the bundle does not expose on its own
+ * (core/nat-table) is bundled here with esbuild's API into the run's temp dir.
  */
 const NOOP_ARGS = ['apply', '--no-docker', '--boot-script', 'never'];
 const DETAIL_RUNS = 3;
@@ -45,7 +51,6 @@ export interface BreakdownResult {
   readonly profile: ProfileSummary;
   /** No-op passes inside one warm node process (what the agent's drift check costs), or why not measured. */
   readonly warmPass: { readonly stat: Stat; readonly ratioToSave: number } | { readonly skipped: string };
-  readonly bundle: { readonly built: boolean; readonly note: string };
 }
 
 export const breakdownModule: BenchModule = {
@@ -63,14 +68,12 @@ async function runBreakdown(ctx: BenchContext): Promise<BreakdownResult> {
   try {
     const env = cleanEnv();
     mustSucceed('converging apply', await lab.ns.run(process.execPath, [ctx.cli, ...NOOP_ARGS], { env }));
-    const bundle = bundleCli(ctx, tmp);
     const commands: Command[] = [
       { label: 'bare iptables-nft-save -t nat (IPv4) = baseline', file: 'iptables-nft-save', args: ['-t', 'nat'] },
       { label: 'node -e 0 (an empty node: start-up + exit)', file: process.execPath, args: ['-e', '0'] },
-      { label: 'node dist/cli.js --version (cli.js and its static imports)', file: process.execPath, args: [ctx.cli, '--version'] },
+      { label: 'node dist/cli.js --version (the entry and its static chunks)', file: process.execPath, args: [ctx.cli, '--version'] },
       { label: 'no-op apply --no-docker --boot-script never', file: process.execPath, args: [ctx.cli, ...NOOP_ARGS] },
       { label: 'floor: node -e that only runs both saves in parallel and reads them', file: process.execPath, args: ['-e', FLOOR_SCRIPT] },
-      ...(bundle.built ? [{ label: 'what-if: the same dist/ bundled into one file (esbuild)', file: process.execPath, args: [join(tmp, 'bundle', 'dist', 'cli.js'), ...NOOP_ARGS] }] : []),
     ];
     ctx.progress(`breakdown: ${Math.min(ctx.args.runs, MAX_WALL_ROUNDS)} interleaved rounds of ${commands.length} commands`);
     const wall = await timeCommands(lab, env, commands, Math.min(ctx.args.runs, MAX_WALL_ROUNDS));
@@ -80,7 +83,7 @@ async function runBreakdown(ctx: BenchContext): Promise<BreakdownResult> {
     const parse = await coldParse(lab, ctx, tmp);
     const profile = await profileRuns(lab, ctx, tmp);
     const warmPass = await warmPasses(lab, ctx, wall[0]?.stat.median ?? Number.NaN);
-    return { backend: 'nft', wall, timeline, imports, parse, profile, warmPass, bundle: { built: bundle.built, note: bundle.note } };
+    return { backend: 'nft', wall, timeline, imports, parse, profile, warmPass };
   } finally {
     lab.destroy();
     removeTempDir(tmp);
@@ -122,41 +125,76 @@ async function timelineOf(lab: NatLab, ctx: BenchContext): Promise<BreakdownResu
   }
 }
 
-/** The modules `apply` loads, in the order it loads them, each timed in one fresh node. */
+/** The modules src/cli.ts's apply action imports lazily, in its order, and what each brings. */
+const APPLY_IMPORTS: readonly (readonly [module: string, brings: string])[] = [
+  ['app/settings', 'config file, layers'],
+  ['shell/logger', 'pino and its dependencies'],
+  ['app/wiring', 'shell adapters; dockerode stays lazy'],
+  ['app/reconcile', 'observe, parse, desired, plan, payload'],
+  ['core/findings', ''],
+  ['app/summary', 'the printed summary'],
+];
+
+/**
+ * The chunk dist/cli.js imports in place of one of src/cli.ts's lazy imports: build.mjs
+ * names chunks `chunks/[name]-[hash]`, and a lazily imported module's chunk takes the
+ * module's name. Taken from cli.js itself, so it is the chunk this build loads.
+ */
+function lazyChunk(ctx: BenchContext, module: string): string {
+  const name = module.slice(module.lastIndexOf('/') + 1); // src/ file names: letters and '-'
+  const imports = new RegExp(`import\\("\\./(chunks/${name}-[A-Za-z0-9]+\\.js)"\\)`, 'g');
+  const found = [...new Set(Array.from(readFileSync(ctx.cli, 'utf8').matchAll(imports), (m) => m[1]))];
+  if (found.length !== 1 || found[0] === undefined) {
+    throw new Error(`dist/cli.js imports ${found.length} chunks named ${name}-*.js, expected one (for src/${module}.ts): has scripts/build.mjs changed how it names chunks?`);
+  }
+  return join(ctx.cli, '..', found[0]);
+}
+
+/** The chunks apply loads, in its order, each timed in one fresh node (outside the netns: no iptables runs). */
 async function importSteps(ctx: BenchContext): Promise<BreakdownResult['imports']> {
-  const dist = (p: string): string | null => (existsSync(join(ctx.repo, 'dist', p)) ? pathToFileURL(join(ctx.repo, 'dist', p)).href : null);
-  const steps: [string, string | null][] = [
-    ['commander (cli.js, static)', 'commander'],
-    ['zod (core/config.js, static in cli.js)', 'zod'],
-    ['dist/core/config.js (rest)', dist('core/config.js')],
-    ['dist/errors.js', dist('errors.js')],
-    ['dist/app/settings.js', dist('app/settings.js')],
-    ['pino (shell/logger.js)', 'pino'],
-    ['dist/shell/logger.js (rest)', dist('shell/logger.js')],
-    ['dist/app/wiring.js (shell adapters)', dist('app/wiring.js')],
-    ['dist/app/reconcile.js (core, observe)', dist('app/reconcile.js')],
-    ['dist/app/summary.js', dist('app/summary.js')],
+  const steps: [string, string][] = [
+    ['dist/cli.js + static chunks (commander, zod, config, errors), running --version', pathToFileURL(ctx.cli).href],
+    ...APPLY_IMPORTS.map(([module, brings]): [string, string] => {
+      const chunk = lazyChunk(ctx, module);
+      return [`${chunk.slice(chunk.lastIndexOf('/chunks/') + 1)}: src/${module}${brings === '' ? '' : ` (${brings})`}`, pathToFileURL(chunk).href];
+    }),
   ];
-  const present = steps.filter((s): s is [string, string] => s[1] !== null);
-  const script = `const out = [];
-for (const [step, spec] of ${JSON.stringify(present)}) {
+  // Importing the entry runs the CLI: with --version it prints one line and returns.
+  const script = `process.argv = [process.execPath, ${JSON.stringify(ctx.cli)}, '--version'];
+const out = [];
+for (const [step, url] of ${JSON.stringify(steps)}) {
   const t = performance.now();
-  await import(spec);
+  await import(url);
   out.push({ step, ms: performance.now() - t });
 }
-process.stdout.write(JSON.stringify(out));`;
+process.stdout.write('\\n' + JSON.stringify(out) + '\\n');`;
   const runs: { step: string; ms: number }[][] = [];
   for (let i = 0; i < DETAIL_RUNS; i++) {
     const r = mustSucceed('import timing', await runTimed(process.execPath, ['--input-type=module', '-e', script], { cwd: ctx.repo, env: cleanEnv() }));
-    runs.push(JSON.parse(r.stdout) as { step: string; ms: number }[]);
+    runs.push(JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '[]') as { step: string; ms: number }[]);
   }
-  return present.map(([step], i) => ({ step, ms: round(median(runs.map((r) => r[i]?.ms ?? Number.NaN))) }));
+  return steps.map(([step], i) => ({ step, ms: round(median(runs.map((r) => r[i]?.ms ?? Number.NaN))) }));
 }
 
-/** parseNatTable on the converged IPv4 save, cold (a fresh node per run, as in an apply). */
+/**
+ * parseNatTable on the converged IPv4 save, cold (a fresh node per run, as in an apply).
+ * In dist/ the parser has no chunk of its own (it shares one with the rest of
+ * reconcile), so core/nat-table is bundled alone here, with the output options of
+ * scripts/build.mjs.
+ */
 async function coldParse(lab: NatLab, ctx: BenchContext, tmp: string): Promise<BreakdownResult['parse']> {
-  const module = join(ctx.repo, 'dist', 'core', 'nat-table.js');
-  if (!existsSync(module)) return { skipped: 'dist/core/nat-table.js not found' };
+  const module = join(tmp, 'nat-table.mjs');
+  await build({
+    entryPoints: [join(ctx.repo, 'src', 'core', 'nat-table.ts')],
+    outfile: module,
+    bundle: true,
+    format: 'esm',
+    platform: 'node',
+    target: 'node20',
+    minifyWhitespace: true,
+    minifySyntax: true,
+    logLevel: 'error',
+  });
   const saveFile = join(tmp, 'nat4.save');
   writeFileSync(saveFile, mustSucceed('save', await lab.save('ipv4')).stdout);
   const script = `import { readFileSync } from 'node:fs';
@@ -176,7 +214,7 @@ process.stdout.write(JSON.stringify({ moduleLoad, parseNatTable, chainRules }));
   for (let i = 0; i < DETAIL_RUNS; i++) {
     const r = mustSucceed('cold parse', await runTimed(process.execPath, ['--input-type=module', '-e', script], { env: cleanEnv() }));
     const v = JSON.parse(r.stdout) as (typeof runs)[number] | null;
-    if (v === null) return { skipped: 'dist/core/nat-table.js no longer exports parseNatTable' };
+    if (v === null) return { skipped: 'src/core/nat-table.ts no longer exports parseNatTable' };
     runs.push(v);
   }
   const m = (k: keyof (typeof runs)[number]): number => round(median(runs.map((r) => r[k])));
@@ -184,6 +222,7 @@ process.stdout.write(JSON.stringify({ moduleLoad, parseNatTable, chainRules }));
 }
 
 async function profileRuns(lab: NatLab, ctx: BenchContext, tmp: string): Promise<ProfileSummary> {
+  const locate = sourceMapLocator();
   const summaries: ProfileSummary[] = [];
   for (let i = 0; i < DETAIL_RUNS; i++) {
     const dir = join(tmp, `prof-${i}`);
@@ -191,22 +230,23 @@ async function profileRuns(lab: NatLab, ctx: BenchContext, tmp: string): Promise
     mustSucceed('apply --cpu-prof', await lab.ns.run(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${dir}`, ctx.cli, ...NOOP_ARGS], { env: cleanEnv() }));
     const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
     if (file === undefined) throw new Error('node --cpu-prof wrote no profile');
-    summaries.push(summarizeProfile(JSON.parse(readFileSync(join(dir, file), 'utf8')) as CpuProfile));
+    summaries.push(summarizeProfile(JSON.parse(readFileSync(join(dir, file), 'utf8')) as CpuProfile, locate));
   }
   return averageSummaries(summaries);
 }
 
 /**
- * Reconcile passes in one node process, through the app's own modules (settings, logger,
- * wiring, reconcile): start-up paid once, as in the agent. Skipped, not failed, when
- * those modules changed shape: this is a what-if, not the product's interface.
+ * Reconcile passes in one node process, through the chunks the CLI loads for them
+ * (settings, logger, wiring, reconcile): start-up paid once, as in the agent. Skipped,
+ * not failed, when those modules changed shape: this is a what-if, not the product's
+ * interface.
  */
 async function warmPasses(lab: NatLab, ctx: BenchContext, baseline: number): Promise<BreakdownResult['warmPass']> {
-  const url = (p: string): string => pathToFileURL(join(ctx.repo, 'dist', p)).href;
-  const script = `const { loadConfig } = await import(${JSON.stringify(url('app/settings.js'))});
-const { createLogger } = await import(${JSON.stringify(url('shell/logger.js'))});
-const { realPorts } = await import(${JSON.stringify(url('app/wiring.js'))});
-const { reconcile } = await import(${JSON.stringify(url('app/reconcile.js'))});
+  const url = (module: string): string => pathToFileURL(lazyChunk(ctx, module)).href;
+  const script = `const { loadConfig } = await import(${JSON.stringify(url('app/settings'))});
+const { createLogger } = await import(${JSON.stringify(url('shell/logger'))});
+const { realPorts } = await import(${JSON.stringify(url('app/wiring'))});
+const { reconcile } = await import(${JSON.stringify(url('app/reconcile'))});
 const config = await loadConfig(undefined, { docker: false, bootScript: 'never' }, {});
 const ports = await realPorts(config, await createLogger('warn', 2));
 const times = [];
@@ -222,30 +262,6 @@ process.stdout.write(JSON.stringify({ times: times.slice(2) }));`;
   const v = JSON.parse(r.stdout) as { times: number[] } | { skipped: string };
   if ('skipped' in v) return v;
   return { stat: stat(v.times), ratioToSave: round(median(v.times) / baseline, 2) };
-}
-
-/**
- * What-if only: dist/ bundled with esbuild (a dependency of tsx, so present in dev
- * installs) into one ESM file next to a copy of package.json. dockerode and pino-pretty
- * stay external: a no-op apply with --no-docker and no TTY loads neither.
- */
-function bundleCli(ctx: BenchContext, tmp: string): { built: boolean; note: string } {
-  const esbuild = join(ctx.repo, 'node_modules', '.bin', 'esbuild');
-  if (!existsSync(esbuild)) return { built: false, note: 'esbuild not installed' };
-  const root = join(tmp, 'bundle');
-  mkdirSync(join(root, 'dist'), { recursive: true });
-  copyFileSync(join(ctx.repo, 'package.json'), join(root, 'package.json'));
-  symlinkSync(join(ctx.repo, 'node_modules'), join(root, 'node_modules'));
-  const banner = "import { createRequire as __benchCreateRequire } from 'node:module'; const require = __benchCreateRequire(import.meta.url);";
-  const args = [ctx.cli, '--bundle', '--platform=node', '--format=esm', '--target=node20', `--outfile=${join(root, 'dist', 'cli.js')}`, '--external:dockerode', '--external:pino-pretty', '--log-level=error', `--banner:js=${banner}`];
-  const r = spawnSyncText(esbuild, args, ctx.repo);
-  return r === null ? { built: true, note: `esbuild ${args.slice(1, 6).join(' ')}` } : { built: false, note: `esbuild failed: ${r}` };
-}
-
-/** Null when it exited 0, else the first line of its complaint. */
-function spawnSyncText(file: string, args: readonly string[], cwd: string): string | null {
-  const r = spawnSync(file, args, { cwd, encoding: 'utf8' });
-  return r.status === 0 ? null : (String(r.stderr).trim().split('\n')[0] ?? `exit ${r.status}`);
 }
 
 export function renderBreakdown(r: BreakdownResult): string {
@@ -267,16 +283,16 @@ export function renderBreakdown(r: BreakdownResult): string {
   );
   const importTotal = r.imports.reduce((a, s) => a + s.ms, 0);
   const imports = renderTable(
-    [`module loading in apply's order (fresh node, median of ${t.runs})`, '>ms'],
+    [`chunks apply loads, in its order (fresh node, median of ${t.runs})`, '>ms'],
     [...r.imports.map((s) => [s.step, ms(s.ms)]), ['total', ms(importTotal)]],
   );
   const parse =
     'skipped' in r.parse
       ? `parse: skipped (${r.parse.skipped})`
-      : `cold parse of the converged IPv4 save: load nat-table.js ${ms(r.parse.moduleLoad)} ms, parseNatTable ${ms(r.parse.parseNatTable)} ms, chainRules(PREROUTING, IMDS-GUARD) ${ms(r.parse.chainRules)} ms`;
+      : `cold parse of the converged IPv4 save: load src/core/nat-table bundled alone ${ms(r.parse.moduleLoad)} ms, parseNatTable ${ms(r.parse.parseNatTable)} ms, chainRules(PREROUTING, IMDS-GUARD) ${ms(r.parse.chainRules)} ms`;
   const groups = Object.entries(r.profile.groups).sort((a, b) => b[1] - a[1]);
   const profile = renderTable(
-    [`cpu profile of a no-op apply, self time (mean of ${t.runs}; profiler starts after node's bootstrap, ${ms(r.profile.durationMs)} ms profiled)`, '>ms'],
+    [`cpu profile of a no-op apply, self time by origin via dist/'s sourcemaps (mean of ${t.runs}; profiler starts after node's bootstrap, ${ms(r.profile.durationMs)} ms profiled)`, '>ms'],
     groups.filter(([, v]) => v >= 0.5).map(([g, v]) => [g, ms(v)]),
   );
   const top = renderTable(['hottest functions (self time)', '>ms'], r.profile.topFunctions.slice(0, 8).map((f) => [f.fn, ms(f.ms)]));
@@ -284,5 +300,5 @@ export function renderBreakdown(r: BreakdownResult): string {
     'skipped' in r.warmPass
       ? `warm pass: skipped (${r.warmPass.skipped})`
       : `what-if: a no-op pass inside one warm node process (the agent's drift check), median of ${r.warmPass.stat.samples.length}: ${ms(r.warmPass.stat.median)} ms = ${r.warmPass.ratioToSave.toFixed(2)}x the bare save`;
-  return ['breakdown: where the time of a no-op apply goes', wall, r.bundle.built ? '' : `(bundle what-if skipped: ${r.bundle.note})`, warm, '', timeline, '', imports, '', parse, '', profile, '', top].join('\n');
+  return ['breakdown: where the time of a no-op apply goes', wall, '', warm, '', timeline, '', imports, '', parse, '', profile, '', top].join('\n');
 }
