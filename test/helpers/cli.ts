@@ -29,8 +29,11 @@ function newestMtime(dir: string): number {
 export function ensureBuilt(): void {
   const built = existsSync(CLI) ? statSync(CLI).mtimeMs : 0;
   if (built >= newestMtime(join(REPO, 'src'))) return;
-  const r = spawnSync(process.execPath, [join(REPO, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], { cwd: REPO, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`tsc -p tsconfig.json failed:\n${r.stdout}${r.stderr}`);
+  // As `npm run build` does: typecheck, then bundle (plain tsc would emit an unbundled dist/).
+  for (const args of [[join(REPO, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json', '--noEmit'], [join(REPO, 'scripts', 'build.mjs')]]) {
+    const r = spawnSync(process.execPath, args, { cwd: REPO, encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`${args.join(' ')} failed:\n${r.stdout}${r.stderr}`);
+  }
 }
 
 const RESTORE_TOOLS = ['iptables-nft-restore', 'iptables-legacy-restore', 'ip6tables-nft-restore', 'ip6tables-legacy-restore'];

@@ -98,7 +98,8 @@ for (const backend of ['nft', 'legacy'] as const satisfies readonly Backend[]) {
         const { ns, host } = freshHost(t, 'txn');
         ns.restore('ipv4', backend, '*nat\n:DOCKER - [0:0]\n-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\nCOMMIT\n');
         const before = ns.saveNat('ipv4', backend);
-        const script = join(host.root, 'restore.ts');
+        // .mts: outside the repo no package.json says "module", and the script uses top-level await.
+        const script = join(host.root, 'restore.mts');
         const payloadFile = join(host.root, 'payload');
         writeFileSync(script, ADAPTER_SCRIPT);
         writeFileSync(payloadFile, payload);
