@@ -23,6 +23,7 @@ const FLAG_KEYS: readonly [flag: string, key: string, kind: 'string' | 'list' | 
   ['dockerHost', 'dockerHost', 'string'],
   ['docker', 'docker', 'boolean'],
   ['conntrack', 'conntrack', 'boolean'],
+  ['ipset', 'ipset', 'string'],
   ['lockWait', 'lockWaitSeconds', 'number'],
   ['logLevel', 'logLevel', 'string'],
   ['driftSchedule', 'driftSchedule', 'string'],
@@ -44,6 +45,7 @@ function withConfigOptions(cmd: Command): Command {
     .option('--state-dir <dir>', 'agent state directory (default /var/lib/imds-guard)')
     .option('--docker-host <url>', 'Docker API, e.g. unix:///var/run/docker.sock (default: DOCKER_HOST or the local socket)')
     .option('--no-docker', 'do not ask Docker for its bridges; protect only the configured interfaces')
+    .option('--ipset <mode>', 'auto: match custom-named Docker bridges through an ipset when the host has one (no nat rewrite per network); never: a rule per bridge (default auto)')
     .option('--no-conntrack', 'do not cut tracked connections to the endpoints after adding protection')
     .option('--drift-schedule <cron>', "cron expression (with seconds) of the agent's drift check (default */30 * * * * *)")
     .option('--lock-wait <seconds>', 'seconds to wait for the xtables lock (default 5)')
@@ -115,7 +117,7 @@ export function buildProgram(): Command {
       const { config, ports } = await setup(cmd, 2);
       const { remove } = await import('./app/remove.js');
       const r = await remove(config, ports);
-      print(`imds-guard: removed (${r.restores} nat transaction(s)${r.bootScriptRemoved ? ', boot script deleted' : ''})`);
+      print(`imds-guard: removed (${r.restores} nat transaction(s)${r.setsDestroyed > 0 ? `, ${r.setsDestroyed} ipset(s) destroyed` : ''}${r.bootScriptRemoved ? ', boot script deleted' : ''})`);
     });
 
   withConfigOptions(program.command('script'))

@@ -55,11 +55,11 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
       }
       const { drift, coverage } = splitNewCoverage(first.drift, coveredBefore, result.plan.interfaces);
       coveredBefore = new Set(result.plan.interfaces);
-      const coverageOf = (kind: string): Set<string> => new Set(coverage.flatMap((f) => (f.kind !== kind || f.interface === undefined ? [] : [f.interface])));
-      for (const iface of coverageOf('rule-missing')) {
+      const coverageOf = (...kinds: string[]): Set<string> => new Set(coverage.flatMap((f) => (!kinds.includes(f.kind) || f.interface === undefined ? [] : [f.interface])));
+      for (const iface of coverageOf('rule-missing', 'set-member-missing')) {
         run.ports.log.info({ event: 'covered', interface: iface, reasons }, `now protecting new interface ${iface}`);
       }
-      for (const iface of coverageOf('rule-unknown')) {
+      for (const iface of coverageOf('rule-unknown', 'set-member-unknown')) {
         run.ports.log.info({ event: 'uncovered', interface: iface, reasons }, `interface ${iface} is gone; its rules are removed`);
       }
       const folded = recordPass(history, drift, result.repaired, at, MAX_RECENT_DRIFT);
@@ -67,7 +67,7 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
       for (const f of folded.fresh) {
         run.ports.log.warn({ event: 'drift', kind: f.kind, severity: f.severity, family: f.family, backend: f.backend, interface: f.interface, endpoint: f.endpoint, evidence: f.evidence, check: f.id }, `drift: ${f.message}`);
       }
-      if (result.repaired) run.ports.log.info({ event: 'repaired', restores: result.restores, kinds: [...new Set(folded.fresh.map((f) => f.kind))], reasons }, 'repaired');
+      if (result.repaired) run.ports.log.info({ event: 'repaired', restores: result.restores, setWrites: result.setWrites, kinds: [...new Set(folded.fresh.map((f) => f.kind))], reasons }, 'repaired');
       else run.ports.log.debug({ event: 'reconciled', converged: result.converged, reasons }, 'pass done');
       const drifted = hasDrift(drift);
       state = { ...state, lastReconcileAt: at, lastResult: result.repaired ? 'repaired' : drifted ? 'drift' : 'converged', lastError: null, driftCounts: history.counts, recentDrift: [...history.recent] };

@@ -3,7 +3,8 @@ import type { Config } from '../core/config.js';
 import type { Backend, Family } from '../core/family.js';
 import { type NatTable, parseNatTable } from '../core/nat-table.js';
 import { BOOT_SCRIPT_NAME } from '../core/names.js';
-import type { Observation } from '../core/plan.js';
+import { SET_NAME, parseIpsetSave } from '../core/ipset.js';
+import type { Observation, SetObservation } from '../core/plan.js';
 import { CommandError } from '../errors.js';
 import type { Ports } from './ports.js';
 
@@ -31,6 +32,10 @@ export async function observe(config: Config, ports: Ports): Promise<Observation
   // leftovers), so it is read alongside IPv4: two saves in parallel on an nft host.
   // Legacy IPv6 is read alongside too when it exists, so a legacy host does not wait
   // for a second round of saves; only a table that is not loaded waits for the backend.
+  // Read alongside, but awaited after the tables: when both fail (no CAP_NET_ADMIN), the
+  // error reported is always iptables'.
+  const sets = Promise.all([readSet(ports, 'ipv4'), readSet(ports, 'ipv6')]);
+  sets.catch(() => {});
   const [nft4, legacy4, nft6, loadedLegacy6, dockerBridges, bootFile, bootDirExists, localServiceEnabled] = await Promise.all([
     save('ipv4', 'nft', override === 'legacy'),
     save('ipv4', 'legacy', override !== 'legacy'),
@@ -41,6 +46,7 @@ export async function observe(config: Config, ports: Ports): Promise<Observation
     ports.files.exists(config.bootScriptDir),
     localService(config, ports),
   ]);
+  const [set4, set6] = await sets;
   const backend = chooseBackend(override, nft4, legacy4);
   const legacy6 = loadedLegacy6 ?? (backend.backend === 'nft' ? null : await save('ipv6', 'legacy', false));
   return {
@@ -52,7 +58,14 @@ export async function observe(config: Config, ports: Ports): Promise<Observation
     dockerBridges,
     bootScript: { dirExists: bootDirExists, file: bootFile },
     localServiceEnabled,
+    sets: { ipv4: set4, ipv6: set6 },
   };
+}
+
+async function readSet(ports: Ports, family: Family): Promise<SetObservation> {
+  const r = await ports.ipset.save(SET_NAME[family]);
+  if (!r.available) return { available: false };
+  return { available: true, set: r.text === null ? null : (parseIpsetSave(r.text).get(SET_NAME[family]) ?? null) };
 }
 
 async function listDockerBridges(ports: Ports): Promise<string[] | null> {

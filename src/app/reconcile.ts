@@ -12,7 +12,10 @@ export interface ReconcileResult {
   /** Findings as observed at the start of the pass (what was wrong, before any repair). */
   readonly findings: readonly Finding[];
   readonly backend: string;
+  /** iptables-restore transactions run. */
   readonly restores: number;
+  /** ipset restores run (set members changed without touching the nat table). */
+  readonly setWrites: number;
   readonly repaired: boolean;
   readonly converged: boolean;
 }
@@ -27,10 +30,10 @@ export async function reconcile(config: Config, ports: Ports): Promise<Reconcile
     const obs = await observe(config, ports);
     const plan = planReconcile(config, obs);
     const base = { plan, findings: plan.findings, backend: obs.backend.backend, converged: isConverged(plan) };
-    if (config.mode === 'report' || base.converged) return { ...base, restores: 0, repaired: false };
+    if (config.mode === 'report' || base.converged) return { ...base, restores: 0, setWrites: 0, repaired: false };
     try {
-      const restores = await apply(config, plan, ports);
-      return { ...base, restores, repaired: true };
+      const { restores, setWrites } = await apply(config, plan, ports);
+      return { ...base, restores, setWrites, repaired: true };
     } catch (e) {
       if (!(e instanceof CommandError && e.code === 'restore-failed') || attempt >= ATTEMPTS) throw e;
       ports.log.warn({ attempt, err: e.message }, 'the nat table changed under the transaction; observing again');
@@ -38,11 +41,16 @@ export async function reconcile(config: Config, ports: Ports): Promise<Reconcile
   }
 }
 
-async function apply(config: Config, plan: Plan, ports: Ports): Promise<number> {
+async function apply(config: Config, plan: Plan, ports: Ports): Promise<{ restores: number; setWrites: number }> {
   const protectedFamilies = new Set<Family>();
   for (const t of plan.transactions) {
-    await ports.iptables.restore(t.family, t.backend, t.payload);
-    ports.log.info({ family: t.family, backend: t.backend, lines: t.payload.split('\n').length - 3 }, 'applied nat transaction');
+    if (t.tool === 'iptables') {
+      await ports.iptables.restore(t.family, t.backend, t.payload);
+      ports.log.info({ family: t.family, backend: t.backend, lines: t.payload.split('\n').length - 3 }, 'applied nat transaction');
+    } else {
+      await ports.ipset.restore(t.payload);
+      ports.log.info({ family: t.family, lines: t.payload.split('\n').length - 1 }, 'applied ipset update');
+    }
     if (t.protects) protectedFamilies.add(t.family);
   }
   if (config.conntrack) await flushConnections(config, ports, protectedFamilies);
@@ -55,7 +63,8 @@ async function apply(config: Config, plan: Plan, ports: Ports): Promise<number> 
     await ports.files.ensureSymlink('/etc/init.d/local', `${config.openrcRoot}/default/local`);
     ports.log.info({ runlevel: 'default' }, "enabled OpenRC's local service");
   }
-  return plan.transactions.length;
+  const restores = plan.transactions.filter((t) => t.tool === 'iptables').length;
+  return { restores, setWrites: plan.transactions.length - restores };
 }
 
 /** NAT only sees new connections: cut the ones to the endpoints opened before protection was in place. */

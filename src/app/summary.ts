@@ -12,17 +12,17 @@ import type { ReconcileResult } from './reconcile.js';
 export function summarizeApply(config: Config, r: ReconcileResult, json: boolean): { text: string } & Record<string, unknown> {
   const fails = r.findings.filter(isDrift);
   const warns = r.findings.filter((f) => f.status === 'warn');
-  const rules = r.findings.filter((f) => f.id === CHECK.protection).length;
+  const rules = r.findings.filter((f) => f.id === CHECK.protection && f.interface !== undefined).length;
   const verb = config.mode === 'enforce' ? 'repaired' : 'would repair';
   const lines = [`imds-guard: backend ${r.backend}; ${rules} interface/endpoint rule(s) for ${r.plan.interfaces.join(' ')}`];
   if (r.converged) lines.push('imds-guard: already protected; nothing written');
   for (const f of fails) lines.push(`${verb}: [${f.kind}] ${f.family ? `${f.family} ` : ''}${f.message}`);
   for (const f of warns) lines.push(`warning: [${f.kind}] ${f.message}${f.remediation ? ` — ${f.remediation}` : ''}`);
-  if (config.mode === 'enforce' && !r.converged) lines.push(`imds-guard: protected (${r.restores} nat transaction(s))`);
+  if (config.mode === 'enforce' && !r.converged) lines.push(`imds-guard: protected (${r.restores} nat transaction(s)${r.setWrites > 0 ? `, ${r.setWrites} ipset update(s)` : ''})`);
   if (config.mode === 'report' && fails.length > 0) lines.push('imds-guard: NOT PROTECTED (report mode: nothing changed)');
   const text = lines.join('\n');
   if (!json) return { text };
-  return { text, mode: config.mode, backend: r.backend, converged: r.converged, restores: r.restores, interfaces: r.plan.interfaces, findings: r.findings };
+  return { text, mode: config.mode, backend: r.backend, converged: r.converged, restores: r.restores, setWrites: r.setWrites, interfaces: r.plan.interfaces, findings: r.findings };
 }
 
 /** The boot script for this host: its backend and Docker bridges, as `apply` would write it. */

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
-import type { DesiredFamily } from './desired.js';
+import { type DesiredFamily, type DesiredRule, desiredRule } from './desired.js';
 import type { Backend, Family } from './family.js';
+import { SET_TYPE, memberFor } from './ipset.js';
 import { CHAIN } from './names.js';
 import { joinArgs } from './rule.js';
 
@@ -61,13 +62,32 @@ export function renderBootScript(backend: Backend, families: readonly DesiredFam
     if (f.rules.length === 0) continue;
     const tools = TOOLS[backend][f.family];
     jump = `-I PREROUTING 1 ${joinArgs(f.jumpArgs)}`;
+    const protect = (indent: string, rules: readonly DesiredRule[]): string[] => [
+      `${indent}ig_protect "$save" "$restore" <<'IMDS_GUARD_RULES' || { echo "imds-guard: could not protect ${f.family}" >&2; status=1; }`,
+      ...rules.map((r) => `-A ${CHAIN} ${joinArgs(r.args)}`),
+      'IMDS_GUARD_RULES',
+    ];
+    const set = f.set;
     body.push(
       '',
-      `# ${f.family}: ${f.rules.length} rule(s)`,
+      `# ${f.family}: ${f.rules.length} rule(s)${set === null ? '' : `, ${set.interfaces.length} interface(s) in ipset ${set.name}`}`,
       `if save=$(ig_pick ${tools.save.join(' ')}) && restore=$(ig_pick ${tools.restore.join(' ')}); then`,
-      `  ig_protect "$save" "$restore" <<'IMDS_GUARD_RULES' || { echo "imds-guard: could not protect ${f.family}" >&2; status=1; }`,
-      ...f.rules.map((r) => `-A ${CHAIN} ${joinArgs(r.args)}`),
-      'IMDS_GUARD_RULES',
+      ...(set === null
+        ? protect('  ', f.rules)
+        : [
+            // The agent may run from an image that has ipset while this host has not:
+            // without it every interface gets a rule of its own, which the agent folds
+            // into the set on its first pass.
+            `  if command -v ipset >/dev/null 2>&1 && ipset -exist restore <<'IMDS_GUARD_SET'`,
+            `create ${set.name} ${SET_TYPE} family ${f.family === 'ipv4' ? 'inet' : 'inet6'}`,
+            ...set.interfaces.map((i) => `add ${set.name} ${memberFor(f.family, i)}`),
+            'IMDS_GUARD_SET',
+            '  then',
+            ...protect('    ', f.rules),
+            '  else',
+            ...protect('    ', withoutSet(f)),
+            '  fi',
+          ]),
       'else',
       `  echo "imds-guard: no ${f.family} iptables-restore found" >&2; status=1`,
       'fi',
@@ -82,6 +102,11 @@ export function renderBootScript(backend: Backend, families: readonly DesiredFam
     '# reported as drift and replaced by `imds-guard apply`. Safe to run any number of times.',
   ];
   return [...header, `${DIGEST_MARK}${digest(text)}`, text].join('\n');
+}
+
+/** The same protection with a rule per interface instead of the set rules. */
+function withoutSet(f: DesiredFamily): DesiredRule[] {
+  return f.rules.flatMap((r) => ('set' in r.via ? (f.set?.interfaces ?? []).map((i) => desiredRule(f.family, { interface: i }, r.endpoint, r.target)) : [r]));
 }
 
 function digest(text: string): string {

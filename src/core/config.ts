@@ -26,6 +26,8 @@ export interface Config {
   readonly driftSchedule: string;
   readonly lockWaitSeconds: number;
   readonly conntrack: boolean;
+  /** auto: custom-named bridges are members of our ipset when the host can hold one; never: each gets rules. */
+  readonly ipset: 'auto' | 'never';
   readonly logLevel: LogLevel;
 }
 
@@ -81,6 +83,7 @@ const schema = z
     driftSchedule: cronExpression.default('*/30 * * * * *'),
     lockWaitSeconds: z.number().int().min(1).max(600).default(5),
     conntrack: z.boolean().default(true),
+    ipset: z.enum(['auto', 'never']).default('auto'),
     logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   })
   .strict();
@@ -166,6 +169,7 @@ export const ENV_KEYS: Readonly<Record<string, { key: string; kind: 'string' | '
   IMDS_GUARD_DRIFT_SCHEDULE: { key: 'driftSchedule', kind: 'string' },
   IMDS_GUARD_LOCK_WAIT_SECONDS: { key: 'lockWaitSeconds', kind: 'number' },
   IMDS_GUARD_CONNTRACK: { key: 'conntrack', kind: 'boolean' },
+  IMDS_GUARD_IPSET: { key: 'ipset', kind: 'string' },
   IMDS_GUARD_LOG_LEVEL: { key: 'logLevel', kind: 'string' },
   DOCKER_HOST: { key: 'dockerHost', kind: 'string' },
 };

@@ -2,14 +2,18 @@ import { createHash } from 'node:crypto';
 import type { Config } from './config.js';
 import { type Endpoint, hostPrefix } from './endpoint.js';
 import type { Family } from './family.js';
+import { type DesiredSet, SET_NAME, canBeMember, desiredSet } from './ipset.js';
 import { CHAIN, JUMP_COMMENT, RULE_COMMENT_PREFIX, interfacePatternMatches } from './names.js';
 import { type Rule, parseRuleArgs } from './rule.js';
 import { type Target, targetArgs } from './target.js';
 
-/** One rule imds-guard wants in its chain: traffic from `iface` to `endpoint` goes to `target`. */
+/** What a rule matches traffic by: an interface name or wildcard, or membership of our set. */
+export type RuleVia = { readonly interface: string } | { readonly set: string };
+
+/** One rule imds-guard wants in its chain: traffic arriving `via` an interface to `endpoint` goes to `target`. */
 export interface DesiredRule {
   readonly family: Family;
-  readonly iface: string;
+  readonly via: RuleVia;
   readonly endpoint: Endpoint;
   readonly target: Target;
   /** Short content id carried in the comment, so a changed rule is told from a foreign one. */
@@ -23,6 +27,15 @@ export interface DesiredFamily {
   readonly rules: readonly DesiredRule[];
   /** Arguments of the PREROUTING jump, after `-A PREROUTING`. */
   readonly jumpArgs: readonly string[];
+  /** The set whose members the set rules match, or null when every interface has its own rules. */
+  readonly set: DesiredSet | null;
+}
+
+/** How the covered interfaces are matched: each by rules of its own, or as a member of our set. */
+export interface Coverage {
+  readonly rules: readonly string[];
+  /** Null when no set is used (ipset unavailable or switched off). */
+  readonly members: readonly string[] | null;
 }
 
 export const JUMP_ARGS: readonly string[] = ['-m', 'comment', '--comment', JUMP_COMMENT, '-j', CHAIN];
@@ -36,23 +49,41 @@ export function coveredInterfaces(configured: readonly string[], discovered: rea
   return [...configured, ...[...new Set(extra)].sort()];
 }
 
-export function desiredFamily(config: Config, family: Family, interfaces: readonly string[]): DesiredFamily {
-  const target = family === 'ipv4' ? config.target : config.target6;
-  const endpoints = config.endpoints.filter((e) => e.family === family);
-  const rules = interfaces.flatMap((iface) => endpoints.map((endpoint) => desiredRule(family, iface, endpoint, target)));
-  return { family, rules, jumpArgs: JUMP_ARGS };
+/**
+ * The configured names and wildcards keep rules of their own (they change only with
+ * the config); the bridges Docker adds under custom names become set members when the
+ * host has ipset, so creating a network does not rewrite the nat table. A host with no
+ * such bridge has no set at all.
+ */
+export function coverage(configured: readonly string[], interfaces: readonly string[], useSet: boolean): Coverage {
+  const discovered = interfaces.filter((i) => !configured.includes(i));
+  const members = discovered.filter(canBeMember);
+  if (!useSet || members.length === 0) return { rules: interfaces, members: null };
+  return { rules: [...configured, ...discovered.filter((i) => !canBeMember(i))], members };
 }
 
-export function desiredRule(family: Family, iface: string, endpoint: Endpoint, target: Target): DesiredRule {
+/** Rules for each of `interfaces`, plus set rules and the set when `members` is not null. */
+export function desiredFamily(config: Config, family: Family, interfaces: readonly string[], members: readonly string[] | null = null): DesiredFamily {
+  const target = family === 'ipv4' ? config.target : config.target6;
+  const endpoints = config.endpoints.filter((e) => e.family === family);
+  const rules = interfaces.flatMap((iface) => endpoints.map((endpoint) => desiredRule(family, { interface: iface }, endpoint, target)));
+  if (members === null || endpoints.length === 0) return { family, rules, jumpArgs: JUMP_ARGS, set: null };
+  const setRules = endpoints.map((endpoint) => desiredRule(family, { set: SET_NAME[family] }, endpoint, target));
+  return { family, rules: [...rules, ...setRules], jumpArgs: JUMP_ARGS, set: desiredSet(family, members) };
+}
+
+export function desiredRule(family: Family, via: RuleVia, endpoint: Endpoint, target: Target): DesiredRule {
+  // In the order iptables-save prints them, so a rendered rule reads like a saved one.
   const semantic = [
     '-d', `${endpoint.address}/${hostPrefix(family)}`,
-    '-i', iface,
+    ...('interface' in via ? ['-i', via.interface] : []),
     '-p', 'tcp', '-m', 'tcp', '--dport', String(endpoint.port),
+    ...('set' in via ? ['-m', 'set', '--match-set', via.set, 'src,src'] : []),
   ];
   const action = targetArgs(target, family);
   const id = createHash('sha256').update([family, ...semantic, ...action].join(' ')).digest('hex').slice(0, 12);
   const args = [...semantic, '-m', 'comment', '--comment', `${RULE_COMMENT_PREFIX}${id}`, ...action];
-  return { family, iface, endpoint, target, id, args };
+  return { family, via, endpoint, target, id, args };
 }
 
 export function ruleIdOf(comment: string | undefined): string | null {

@@ -44,8 +44,8 @@ export function splitNewCoverage(findings: readonly Finding[], previous: Readonl
   const removed = new Set([...previous].filter((i) => !interfaces.includes(i)));
   const changed = added.size > 0 || removed.size > 0;
   const isCoverage = (f: Finding): boolean =>
-    (f.kind === 'rule-missing' && f.interface !== undefined && added.has(f.interface)) ||
-    (f.kind === 'rule-unknown' && f.interface !== undefined && removed.has(f.interface)) ||
+    ((f.kind === 'rule-missing' || f.kind === 'set-member-missing') && f.interface !== undefined && added.has(f.interface)) ||
+    ((f.kind === 'rule-unknown' || f.kind === 'set-member-unknown') && f.interface !== undefined && removed.has(f.interface)) ||
     (f.kind === 'boot-script-stale' && changed);
   return { drift: findings.filter((f) => !isCoverage(f)), coverage: findings.filter(isCoverage) };
 }
@@ -60,7 +60,14 @@ export function splitFirstInstall(findings: readonly Finding[]): { drift: Findin
   const fresh = new Set(findings.filter((f) => f.kind === 'chain-missing' && f.family !== undefined).map((f) => f.family));
   const families = new Set(findings.filter((f) => f.family !== undefined && f.kind !== 'family-unavailable' && f.kind !== 'other-backend').map((f) => f.family));
   const nothingAnywhere = families.size > 0 && [...families].every((f) => fresh.has(f));
+  // Sets do not survive a reboot: a boot script run without the ipset tool leaves a rule
+  // per interface, and the first pass folds those into a new set. That is installing the
+  // set, not undoing it.
+  const newSet = new Set(findings.filter((f) => f.kind === 'set-missing').map((f) => f.family));
+  const isSetInstall = (f: Finding): boolean =>
+    newSet.has(f.family) &&
+    (f.kind === 'set-missing' || f.kind === 'set-member-missing' || (f.kind === 'rule-unknown' && f.interface !== undefined));
   const isInstall = (f: Finding): boolean =>
-    f.kind !== 'other-backend' && (f.family !== undefined ? fresh.has(f.family) : nothingAnywhere && f.kind === 'boot-script-missing');
+    f.kind !== 'other-backend' && (f.family !== undefined ? fresh.has(f.family) || isSetInstall(f) : nothingAnywhere && f.kind === 'boot-script-missing');
   return { drift: findings.filter((f) => !isInstall(f)), install: findings.filter(isInstall) };
 }

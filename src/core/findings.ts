@@ -7,6 +7,10 @@ export type DriftKind =
   | 'rule-altered'
   | 'rule-unknown'
   | 'rule-reordered'
+  | 'set-missing'
+  | 'set-altered'
+  | 'set-member-missing'
+  | 'set-member-unknown'
   | 'jump-missing'
   | 'jump-not-first'
   | 'jump-duplicate'
@@ -49,6 +53,8 @@ export const CHECK = {
   ruleAltered: 'IG-103',
   ruleUnknown: 'IG-104',
   ruleOrder: 'IG-105',
+  set: 'IG-106',
+  setMember: 'IG-107',
   jump: 'IG-201',
   jumpDuplicate: 'IG-202',
   undermining: 'IG-301',

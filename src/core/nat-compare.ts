@@ -1,7 +1,8 @@
-import { type DesiredFamily, type DesiredRule, asRule, ruleIdOf } from './desired.js';
+import { type DesiredFamily, type DesiredRule, type RuleVia, asRule, ruleIdOf } from './desired.js';
 import { type Endpoint, formatEndpoint, hostPrefix } from './endpoint.js';
 import type { Backend, Family } from './family.js';
 import { CHECK, type Finding } from './findings.js';
+import { memberEvidence } from './ipset.js';
 import { type NatTable, chainRules, hasChain } from './nat-table.js';
 import { CHAIN } from './names.js';
 import { canIntercept } from './reach.js';
@@ -25,12 +26,23 @@ export interface CompareInput {
   readonly backend: Backend;
   /** Interfaces covered (names and wildcards): the scope in which a foreign rule can undermine us. */
   readonly interfaces: readonly string[];
+  /** Interfaces whose member of our set is in place (see compareSet); empty when no set is used. */
+  readonly setMembersPresent?: ReadonlySet<string>;
+}
+
+/** One interface-endpoint pair the protection verdict is given for, and the rule that covers it. */
+interface Covered {
+  readonly iface: string;
+  readonly rule: DesiredRule;
+  /** For a set member: whether the member is in place. */
+  readonly member: boolean | null;
 }
 
 const savedLine = (r: Rule): string => `-A ${r.chain} ${joinArgs(r.args)}`;
 
 export function compareNat(input: CompareInput): NatComparison {
   const { desired, table, family, backend, interfaces } = input;
+  const setMembersPresent = input.setMembersPresent ?? new Set<string>();
   const at = { family, backend } as const;
   const findings: Finding[] = [];
   const chain = compareChain(desired, table);
@@ -40,7 +52,7 @@ export function compareNat(input: CompareInput): NatComparison {
     findings.push({ ...at, id: CHECK.chain, kind: 'chain-missing', status: 'fail', severity: 'high', message: `nat chain ${CHAIN} is missing`, evidence: [], remediation: 'imds-guard apply' });
   }
   for (const r of chain.altered) {
-    findings.push({ ...at, id: CHECK.ruleAltered, kind: 'rule-altered', status: 'fail', severity: 'high', message: `a rule in ${CHAIN} was altered`, interface: r.desired.iface, endpoint: formatEndpoint(r.desired.endpoint), evidence: [savedLine(r.actual)], remediation: 'imds-guard apply' });
+    findings.push({ ...at, id: CHECK.ruleAltered, kind: 'rule-altered', status: 'fail', severity: 'high', message: `a rule in ${CHAIN} was altered`, ...interfaceOf(r.desired.via), endpoint: formatEndpoint(r.desired.endpoint), evidence: [savedLine(r.actual)], remediation: 'imds-guard apply' });
   }
   for (const r of chain.unknown) {
     // A rule with our id comment names its interface: once Docker removes that network,
@@ -54,31 +66,36 @@ export function compareNat(input: CompareInput): NatComparison {
   findings.push(...jump.findings.map((f) => ({ ...at, ...f })));
 
   const jumpOk = jump.reachesChain;
-  for (const d of desired.rules) {
-    const present = chain.matched.has(d.id);
-    const ok = present && jumpOk;
-    const evidence = present ? [savedLine(chain.matched.get(d.id)!)] : [];
-    findings.push({
-      ...at,
-      id: CHECK.protection,
-      kind: ok ? 'protected' : present ? 'unprotected' : 'rule-missing',
-      status: ok ? 'pass' : 'fail',
-      severity: ok ? 'info' : 'critical',
-      message: ok
-        ? `${d.iface} -> ${formatEndpoint(d.endpoint)} is protected`
-        : present
-          ? `${d.iface} -> ${formatEndpoint(d.endpoint)} has its rule, but the PREROUTING jump does not take traffic to it`
-          : `${d.iface} -> ${formatEndpoint(d.endpoint)} is not protected: its rule is missing`,
-      interface: d.iface,
-      endpoint: formatEndpoint(d.endpoint),
-      evidence,
-      ...(ok ? {} : { remediation: 'imds-guard apply' }),
-    });
+  for (const c of coveredPairs(desired, setMembersPresent)) {
+    const present = chain.matched.has(c.rule.id);
+    const ok = present && jumpOk && c.member !== false;
+    const label = `${c.iface} -> ${formatEndpoint(c.rule.endpoint)}`;
+    const evidence = [...(present ? [savedLine(chain.matched.get(c.rule.id)!)] : []), ...(c.member === true ? [memberEvidence(family, c.iface)] : [])];
+    const [kind, message] = ok
+      ? (['protected', `${label} is protected`] as const)
+      : c.member === false
+        ? (['set-member-missing', `${label} is not protected: ${c.iface} is missing from ipset ${desired.set?.name ?? ''}`] as const)
+        : !present
+          ? (['rule-missing', `${label} is not protected: its rule is missing`] as const)
+          : (['unprotected', `${label} has its rule, but the PREROUTING jump does not take traffic to it`] as const);
+    findings.push({ ...at, id: CHECK.protection, kind, status: ok ? 'pass' : 'fail', severity: ok ? 'info' : 'critical', message, interface: c.iface, endpoint: formatEndpoint(c.rule.endpoint), evidence, ...(ok ? {} : { remediation: 'imds-guard apply' }) });
   }
   findings.push(...seedDuplicates(table, desired).map((f) => ({ ...at, ...f })));
 
   const rewriteChain = !chain.exists || chain.altered.length > 0 || chain.unknown.length > 0 || chain.reordered || chain.matched.size !== desired.rules.length;
   return { findings, rewriteChain, jumpsToDelete: jump.jumpsToDelete, insertJump: jump.jumpsToDelete.length > 0 || jump.jumps.length === 0 };
+}
+
+function coveredPairs(desired: DesiredFamily, membersPresent: ReadonlySet<string>): Covered[] {
+  return desired.rules.flatMap((rule): Covered[] =>
+    'interface' in rule.via
+      ? [{ iface: rule.via.interface, rule, member: null }]
+      : (desired.set?.interfaces ?? []).map((iface) => ({ iface, rule, member: membersPresent.has(iface) })),
+  );
+}
+
+function interfaceOf(via: RuleVia): { interface?: string } {
+  return 'interface' in via ? { interface: via.interface } : {};
 }
 
 interface ChainState {

@@ -1,9 +1,10 @@
 import { type BackendChoice } from './backend-choice.js';
 import { type BootScriptFile, type BootScriptState, inspectBootScript, renderBootScript } from './boot-script.js';
 import type { Config } from './config.js';
-import { coveredInterfaces, desiredFamily, type DesiredFamily } from './desired.js';
+import { coverage, coveredInterfaces, desiredFamily, type DesiredFamily } from './desired.js';
 import { type Backend, type Family, FAMILIES, otherBackend } from './family.js';
 import { CHECK, type Finding } from './findings.js';
+import { type SavedSet, SET_NAME, compareSet, interfaceOfMember } from './ipset.js';
 import { compareNat } from './nat-compare.js';
 import { EMPTY_NAT, type NatTable, chainRules } from './nat-table.js';
 import { CHAIN, interfacePatternMatches } from './names.js';
@@ -20,15 +21,27 @@ export interface Observation {
   readonly bootScript: { readonly dirExists: boolean; readonly file: BootScriptFile | null };
   /** Whether OpenRC's `local` service is in the default runlevel; null on a host without OpenRC. */
   readonly localServiceEnabled: boolean | null;
+  /** Per family: our set as saved (null: not there), or unavailable when this host has no usable ipset. */
+  readonly sets: Readonly<Record<Family, SetObservation>>;
 }
 
-export interface Transaction {
-  readonly family: Family;
-  readonly backend: Backend;
-  readonly payload: string;
-  /** Adds or repairs protection (so connections opened before it must be cut), rather than only removing ours. */
-  readonly protects: boolean;
-}
+export type SetObservation = { readonly available: false } | { readonly available: true; readonly set: SavedSet | null };
+
+/**
+ * One write, applied in plan order: set members are added before the nat rules that
+ * need them (iptables-restore refuses a rule naming a set that does not exist), and a
+ * set is destroyed only after the rules naming it are gone.
+ */
+export type Transaction =
+  | {
+      readonly tool: 'iptables';
+      readonly family: Family;
+      readonly backend: Backend;
+      readonly payload: string;
+      /** Adds or repairs protection (so connections opened before it must be cut), rather than only removing ours. */
+      readonly protects: boolean;
+    }
+  | { readonly tool: 'ipset'; readonly family: Family; readonly payload: string; readonly protects: boolean };
 
 export interface Plan {
   readonly findings: readonly Finding[];
@@ -48,40 +61,62 @@ export function planReconcile(config: Config, obs: Observation): Plan {
   const discovered = obs.dockerBridges ?? keptInterfaces(config, obs);
   const interfaces = coveredInterfaces(config.interfaces, discovered);
   const findings: Finding[] = [{ id: CHECK.backend, kind: 'backend', status: 'info', severity: 'info', backend, message: `iptables backend ${backend}: ${obs.backend.reason}`, evidence: [] }];
-  const transactions: Transaction[] = [];
+  const sets: Transaction[] = [];
+  const nat: Transaction[] = [];
+  const destroys: Transaction[] = [];
   const desired: DesiredFamily[] = [];
 
   for (const family of FAMILIES) {
     const { ours, other } = obs.tables[family];
-    const want = desiredFamily(config, family, interfaces);
+    const setObs = obs.sets[family];
+    const useSet = config.ipset === 'auto' && setObs.available;
+    const cover = coverage(config.interfaces, interfaces, useSet);
+    const want = desiredFamily(config, family, cover.rules, cover.members);
+    let setKept = false;
     if (ours === null) {
       if (want.rules.length > 0) findings.push({ id: CHECK.family, kind: 'family-unavailable', status: 'info', severity: 'info', family, backend, message: `the ${family} nat table is not available on this host; ${family} endpoints are skipped`, evidence: [] });
+      setKept = true; // nothing of ours can be judged or undone in a table we cannot read
     } else if (want.rules.length === 0) {
       const payload = renderRemoval(ours);
-      if (payload !== null) transactions.push({ family, backend, payload, protects: false });
+      if (payload !== null) nat.push({ tool: 'iptables', family, backend, payload, protects: false });
     } else {
       desired.push(want);
-      const cmp = compareNat({ desired: want, table: ours, family, backend, interfaces });
+      let present: ReadonlySet<string> = new Set();
+      if (want.set !== null && setObs.available) {
+        const cmp = compareSet(want.set, setObs.set);
+        findings.push(...cmp.findings);
+        present = cmp.present;
+        if (cmp.payload !== null) sets.push({ tool: 'ipset', family, payload: cmp.payload, protects: true });
+        setKept = true;
+      }
+      const cmp = compareNat({ desired: want, table: ours, family, backend, interfaces, setMembersPresent: present });
       findings.push(...cmp.findings);
       const payload = renderRestore(want, cmp);
-      if (payload !== null) transactions.push({ family, backend, payload, protects: true });
+      if (payload !== null) nat.push({ tool: 'iptables', family, backend, payload, protects: true });
+    }
+    if (!setKept && setObs.available && setObs.set !== null) {
+      destroys.push({ tool: 'ipset', family, payload: `destroy ${SET_NAME[family]}\n`, protects: false });
     }
     if (other !== null && holdsOurs(other)) {
       const ob = otherBackend(backend);
       findings.push({ id: CHECK.otherBackend, kind: 'other-backend', status: 'fail', severity: 'medium', family, backend: ob, message: `imds-guard rules are left in the ${ob} backend, which Docker does not use`, evidence: chainRules(other, 'PREROUTING').filter((r) => optionValue(r, '-j') === CHAIN).map((r) => `-A PREROUTING ${joinArgs(r.args)}`), remediation: 'imds-guard apply (removes them)' });
-      transactions.push({ family, backend: ob, payload: renderRemoval(other)!, protects: false });
+      nat.push({ tool: 'iptables', family, backend: ob, payload: renderRemoval(other)!, protects: false });
     }
   }
 
   const boot = planBootScript(config, obs, backend, desired, findings);
-  return { findings, interfaces, transactions, bootScript: boot.script, enableLocalService: boot.enableLocal };
+  return { findings, interfaces, transactions: [...sets, ...nat, ...destroys], bootScript: boot.script, enableLocalService: boot.enableLocal };
 }
 
 function keptInterfaces(config: Config, obs: Observation): string[] {
   const inChain = FAMILIES.flatMap((f) => chainRules(obs.tables[f].ours ?? EMPTY_NAT, CHAIN))
     .map((r) => optionValue(r, '-i'))
     .filter((i): i is string => i !== undefined);
-  return inChain.filter((i) => !config.interfaces.some((p) => p === i || interfacePatternMatches(p, i)));
+  const inSet = FAMILIES.flatMap((f) => {
+    const o = obs.sets[f];
+    return o.available && o.set !== null ? o.set.members.flatMap((m) => interfaceOfMember(f, m) ?? []) : [];
+  });
+  return [...inChain, ...inSet].filter((i) => !config.interfaces.some((p) => p === i || interfacePatternMatches(p, i)));
 }
 
 const BOOT_FINDING: Record<Exclude<BootScriptState, 'ok'>, { kind: Finding['kind']; severity: Finding['severity']; message: string }> = {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { existsSync, rmSync, statSync } from 'node:fs';
 import { test } from 'node:test';
-import { type Agent, LAB_IMAGE, type LogLine, agentSuite, labIptables, mustDocker, natSave, preroutingOf, timedProbe } from '../helpers/agent.js';
+import { type Agent, LAB_IMAGE, type LogLine, agentSuite, coveredThroughSet, labIpset, labIptables, mustDocker, natSave, preroutingOf, setSave, timedProbe } from '../helpers/agent.js';
 import { JUMP_LINE } from '../helpers/cli.js';
 import type { Lab } from '../helpers/lab.js';
 
@@ -40,7 +40,23 @@ const TAMPERS: readonly Tamper[] = [
     kinds: ['rule-missing'],
     tamper: (l) => labIptables(l, ['-t', 'nat', '-F', 'IMDS-GUARD']),
     async check(l) {
-      assert.match(await natSave(l), /-A IMDS-GUARD -d 169\.254\.169\.254\/32 -i labcustom0 /);
+      assert.ok(await coveredThroughSet(l, 'labcustom0'), 'labcustom0 is not covered through the set');
+    },
+  },
+  {
+    what: "the custom bridge's member is deleted from the set",
+    kinds: ['set-member-missing'],
+    tamper: (l) => labIpset(l, ['del', 'imds-guard-4', '0.0.0.0/0,labcustom0']),
+    async check(l) {
+      assert.ok(await coveredThroughSet(l, 'labcustom0'), 'labcustom0 is not a member again');
+    },
+  },
+  {
+    what: 'someone adds a member of their own to the set',
+    kinds: ['set-member-unknown'],
+    tamper: (l) => labIpset(l, ['add', 'imds-guard-4', '0.0.0.0/0,eth9']),
+    async check(l) {
+      assert.doesNotMatch(await setSave(l), /eth9/);
     },
   },
   {

@@ -280,6 +280,29 @@ export async function labIptables(lab: Lab, args: readonly string[], family: 'ip
   if (r.code !== 0) throw new Error(`iptables ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
 }
 
+/** `ipset save NAME` in the lab host; '' when the set does not exist. */
+export async function setSave(lab: Lab, name = 'imds-guard-4'): Promise<string> {
+  const r = await lab.inHost('ipset', ['save', name]);
+  if (r.code !== 0 && /does not exist/.test(r.stderr)) return '';
+  if (r.code !== 0) throw new Error(`ipset save ${name} in ${lab.netns} exited ${r.code}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** `ipset ARGS` inside the lab host; throws unless it exits 0. */
+export async function labIpset(lab: Lab, args: readonly string[]): Promise<void> {
+  const r = await lab.inHost('ipset', args);
+  if (r.code !== 0) throw new Error(`ipset ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+}
+
+/** Our IPv4 set rule for the lab's endpoint as iptables-save prints it (custom-named bridges are its members). */
+export const SET_RULE = /^-A IMDS-GUARD -d 169\.254\.169\.254\/32 -p tcp -m tcp --dport 80 -m set --match-set imds-guard-4 src,src -m comment --comment "?imds-guard:[0-9a-f]{12}"? -j REDIRECT --to-ports 1$/m;
+
+/** Whether a custom-named bridge is covered: the set rule is in the chain and the bridge is a member of the set. */
+export async function coveredThroughSet(lab: Lab, iface: string): Promise<boolean> {
+  const [nat, set] = await Promise.all([natSave(lab), setSave(lab)]);
+  return SET_RULE.test(nat) && set.split('\n').includes(`add imds-guard-4 0.0.0.0/0,${iface}`);
+}
+
 /** The PREROUTING rules of a saved nat table, in order. */
 export function preroutingOf(save: string): string[] {
   return save.split('\n').filter((l) => l.startsWith('-A PREROUTING '));

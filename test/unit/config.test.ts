@@ -33,6 +33,7 @@ describe('resolveConfig layers', () => {
       driftSchedule: '*/30 * * * * *',
       lockWaitSeconds: 5,
       conntrack: true,
+      ipset: 'auto',
       logLevel: 'info',
     });
   });

@@ -66,3 +66,21 @@ test('the first install on a host with nothing of ours is not drift; a half-inst
   assert.deepEqual(r.drift.map((x) => x.kind), ['rule-missing', 'boot-script-missing']);
   assert.deepEqual(r.drift.map((x) => x.family), ['ipv6', undefined]);
 });
+
+test('set members of a network created or removed since the last pass are coverage, not drift', async () => {
+  const { splitNewCoverage } = await import('../../src/core/drift-history.js');
+  const added: Finding = { ...missing, kind: 'set-member-missing', interface: 'late0' };
+  const gone: Finding = { id: 'IG-107', kind: 'set-member-unknown', status: 'fail', severity: 'medium', family: 'ipv4', interface: 'gone0', message: 'unknown', evidence: [] };
+  const r = splitNewCoverage([added, gone], new Set(['docker0', 'gone0']), ['docker0', 'late0']);
+  assert.deepEqual(r.drift, []);
+  assert.deepEqual(r.coverage, [added, gone]);
+});
+
+test('after a reboot the first pass creating the set and folding per-interface rules into it is install, not drift', async () => {
+  const { splitFirstInstall } = await import('../../src/core/drift-history.js');
+  const f = (kind: Finding['kind'], iface?: string): Finding => ({ id: 'X', kind, status: 'fail', severity: 'high', message: kind, family: 'ipv4', evidence: [], ...(iface ? { interface: iface } : {}) });
+  const reboot = [f('set-missing'), f('set-member-missing', 'mynet0'), f('rule-unknown', 'mynet0')];
+  assert.deepEqual(splitFirstInstall(reboot).drift, []);
+  const tampered = [f('set-missing'), f('rule-missing', 'docker0'), f('rule-unknown')];
+  assert.deepEqual(splitFirstInstall(tampered).drift.map((x) => `${x.kind} ${x.interface ?? ''}`), ['rule-missing docker0', 'rule-unknown '], "our own rules gone, or someone else's rule in our chain, stay drift");
+});

@@ -3,6 +3,7 @@ import { describe, test } from 'node:test';
 import { renderBootScript } from '../../src/core/boot-script.js';
 import { type Config, resolveConfig } from '../../src/core/config.js';
 import { desiredFamily } from '../../src/core/desired.js';
+import { parseIpsetSave } from '../../src/core/ipset.js';
 import { type NatTable, parseNatTable } from '../../src/core/nat-table.js';
 import { type Observation, isConverged, planReconcile } from '../../src/core/plan.js';
 import { joinArgs } from '../../src/core/rule.js';
@@ -19,12 +20,15 @@ function protectedFor(c: Config, family: 'ipv4' | 'ipv6', interfaces: readonly s
   return parseNatTable(['*nat', ...BUILT_INS, ':IMDS-GUARD - [0:0]', JUMP, ...rules, 'COMMIT', ''].join('\n'));
 }
 
+const NO_IPSET: Observation['sets'] = { ipv4: { available: false }, ipv6: { available: false } };
+
 function observation(over: Partial<Observation> & Pick<Observation, 'tables'>): Observation {
   return {
     backend: { backend: 'nft', reason: 'test' },
     dockerBridges: [],
     bootScript: { dirExists: false, file: null },
     localServiceEnabled: null,
+    sets: NO_IPSET,
     ...over,
   };
 }
@@ -43,7 +47,7 @@ describe('planReconcile', () => {
     // Docker answering without that network is what lets the rule go.
     const gone = planReconcile(c, observation({ tables, dockerBridges: ['docker0'] }));
     assert.deepEqual(gone.interfaces, ['docker0', 'docker_gwbridge', 'br-+']);
-    assert.deepEqual(gone.transactions.map((t) => `${t.family} ${t.backend} ${t.protects}`), ['ipv4 nft true', 'ipv6 nft true']);
+    assert.deepEqual(gone.transactions.map((t) => `${t.family} ${t.tool === 'iptables' ? t.backend : t.tool} ${t.protects}`), ['ipv4 nft true', 'ipv6 nft true']);
     assert.doesNotMatch(gone.transactions[0]!.payload, /mynet0/);
   });
 
@@ -52,6 +56,7 @@ describe('planReconcile', () => {
     const plan = planReconcile(c, observation({ tables: { ipv4: { ours: EMPTY, other: null }, ipv6: { ours: EMPTY, other: null } }, dockerBridges: ['docker0', 'br-0123456789ab', 'mynet0'] }));
     assert.deepEqual(plan.interfaces, ['docker0', 'docker_gwbridge', 'br-+', 'mynet0']);
     assert.deepEqual(plan.transactions, [{
+      tool: 'iptables',
       family: 'ipv4',
       backend: 'nft',
       protects: true,
@@ -76,6 +81,7 @@ COMMIT
       { status: 'fail', family: 'ipv4', backend: 'legacy', evidence: [JUMP] },
     ]);
     assert.deepEqual(plan.transactions, [{
+      tool: 'iptables',
       family: 'ipv4',
       backend: 'legacy',
       protects: false,
@@ -140,5 +146,73 @@ describe('planReconcile and the boot script', () => {
     const fix = planReconcile(config({ bootScript: 'always', enableLocalService: true }), observation({ tables, localServiceEnabled: false }));
     assert.equal(fix.enableLocalService, true);
     assert.equal(fix.findings.find((f) => f.kind === 'local-service-disabled')?.status, 'fail');
+  });
+});
+
+describe('planReconcile with ipset', () => {
+  const c = config({ endpoints: ['169.254.169.254'] });
+  const v4set = (members: readonly string[]): Observation['sets'] => ({
+    ipv4: { available: true, set: parseIpsetSave(`create imds-guard-4 hash:net,iface family inet hashsize 1024\n${members.map((m) => `add imds-guard-4 0.0.0.0/0,${m}\n`).join('')}`).get('imds-guard-4')! },
+    ipv6: { available: true, set: null },
+  });
+  /** Our chain as imds-guard leaves it on a host with ipset. */
+  const withSetRule = (): NatTable => {
+    const want = desiredFamily(c, 'ipv4', ['docker0', 'docker_gwbridge', 'br-+'], []);
+    return parseNatTable(['*nat', ...BUILT_INS, ':IMDS-GUARD - [0:0]', JUMP, ...want.rules.map((r) => `-A IMDS-GUARD ${joinArgs(r.args)}`), 'COMMIT', ''].join('\n'));
+  };
+
+  test('first install: the set is created before the nat transaction whose set rule names it', () => {
+    const plan = planReconcile(c, observation({ tables: { ipv4: { ours: EMPTY, other: null }, ipv6: { ours: EMPTY, other: null } }, dockerBridges: ['docker0', 'mynet0'], sets: { ipv4: { available: true, set: null }, ipv6: { available: true, set: null } } }));
+    assert.deepEqual(plan.transactions.map((t) => `${t.tool} ${t.family}`), ['ipset ipv4', 'iptables ipv4']);
+    assert.equal(plan.transactions[0]!.payload, 'create imds-guard-4 hash:net,iface family inet\nadd imds-guard-4 0.0.0.0/0,mynet0\n');
+    const nat = plan.transactions[1]!.payload;
+    assert.doesNotMatch(nat, /mynet0/);
+    assert.match(nat, /^-A IMDS-GUARD -d 169\.254\.169\.254\/32 -p tcp -m tcp --dport 80 -m set --match-set imds-guard-4 src,src -m comment --comment imds-guard:[0-9a-f]{12} -j REDIRECT --to-ports 1$/m);
+  });
+
+  test('a new custom-named network is one ipset update and no nat transaction', () => {
+    const plan = planReconcile(c, observation({ tables: { ipv4: { ours: withSetRule(), other: null }, ipv6: { ours: EMPTY, other: null } }, dockerBridges: ['mynet0', 'newnet'], sets: v4set(['mynet0']) }));
+    assert.deepEqual(plan.transactions.map((t) => `${t.tool} ${t.family}`), ['ipset ipv4']);
+    assert.equal(plan.transactions[0]!.payload, 'add imds-guard-4 0.0.0.0/0,newnet\n');
+    assert.deepEqual(plan.findings.filter((f) => f.status === 'fail').map((f) => `${f.kind} ${f.interface}`), ['set-member-missing newnet']);
+    const verdict = plan.findings.find((f) => f.kind === 'protected' && f.interface === 'mynet0');
+    assert.deepEqual(verdict?.evidence.slice(1), ['add imds-guard-4 0.0.0.0/0,mynet0']);
+  });
+
+  test('a converged host with set members writes nothing', () => {
+    const plan = planReconcile(c, observation({ tables: { ipv4: { ours: withSetRule(), other: null }, ipv6: { ours: EMPTY, other: null } }, dockerBridges: ['mynet0'], sets: v4set(['mynet0']) }));
+    assert.deepEqual(plan.transactions, []);
+    assert.equal(isConverged(plan), true);
+  });
+
+  test('with Docker unreachable, the members already in the set stay (fail closed)', () => {
+    const plan = planReconcile(c, observation({ tables: { ipv4: { ours: withSetRule(), other: null }, ipv6: { ours: EMPTY, other: null } }, dockerBridges: null, sets: v4set(['mynet0']) }));
+    assert.ok(plan.interfaces.includes('mynet0'));
+    assert.deepEqual(plan.transactions, []);
+  });
+
+  test('ipset: never moves the members back into rules, and destroys the set once no rule names it', () => {
+    const never = config({ endpoints: ['169.254.169.254'], ipset: 'never' });
+    const plan = planReconcile(never, observation({ tables: { ipv4: { ours: withSetRule(), other: null }, ipv6: { ours: EMPTY, other: null } }, dockerBridges: ['mynet0'], sets: v4set(['mynet0']) }));
+    assert.deepEqual(plan.transactions.map((t) => `${t.tool} ${t.family}`), ['iptables ipv4', 'ipset ipv4']);
+    assert.match(plan.transactions[0]!.payload, /-i mynet0 /);
+    assert.doesNotMatch(plan.transactions[0]!.payload, /match-set/);
+    assert.equal(plan.transactions[1]!.payload, 'destroy imds-guard-4\n');
+  });
+
+  test('a host without custom-named bridges has no set: the last one removed takes the set rules out, then destroys the set', () => {
+    const plan = planReconcile(c, observation({ tables: { ipv4: { ours: withSetRule(), other: null }, ipv6: { ours: EMPTY, other: null } }, dockerBridges: ['docker0'], sets: v4set(['mynet0']) }));
+    assert.deepEqual(plan.transactions.map((t) => `${t.tool} ${t.family}`), ['iptables ipv4', 'ipset ipv4']);
+    assert.doesNotMatch(plan.transactions[0]!.payload, /match-set/);
+    assert.equal(plan.transactions[1]!.payload, 'destroy imds-guard-4\n');
+  });
+
+  test('the boot script creates the set when the host has ipset, and falls back to a rule per interface', () => {
+    const boot = config({ endpoints: ['169.254.169.254'], bootScript: 'always' });
+    const plan = planReconcile(boot, observation({ tables: { ipv4: { ours: EMPTY, other: null }, ipv6: { ours: EMPTY, other: null } }, dockerBridges: ['mynet0'], sets: { ipv4: { available: true, set: null }, ipv6: { available: true, set: null } } }));
+    const script = plan.bootScript!.expected;
+    assert.match(script, /if command -v ipset >\/dev\/null 2>&1 && ipset -exist restore <<'IMDS_GUARD_SET'\ncreate imds-guard-4 hash:net,iface family inet\nadd imds-guard-4 0\.0\.0\.0\/0,mynet0\nIMDS_GUARD_SET\n/);
+    assert.match(script, /--match-set imds-guard-4 src,src/);
+    assert.match(script, /-A IMDS-GUARD -d 169\.254\.169\.254\/32 -i mynet0 /);
   });
 });

@@ -8,6 +8,7 @@ import type { Backend, Family } from '../../src/core/family.js';
 import { CommandError } from '../../src/errors.js';
 import type { ConntrackPort } from '../../src/shell/conntrack.js';
 import type { FilesPort } from '../../src/shell/files.js';
+import type { IpsetPort } from '../../src/shell/ipset.js';
 import type { IptablesPort } from '../../src/shell/iptables.js';
 
 const EMPTY_SAVE = '*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n';
@@ -52,7 +53,8 @@ function fakePorts(onRestore: (n: number, family: Family, backend: Backend) => v
     },
   };
   const log = { info() {}, debug() {}, error() {}, warn: (_o: unknown, msg: string) => void rec.warnings.push(msg) } as unknown as Logger;
-  return { ports: { iptables, files, conntrack, docker: null, log }, rec };
+  const ipset: IpsetPort = { save: async () => ({ available: false, why: 'test' }), restore: async () => {}, destroy: async () => false };
+  return { ports: { iptables, ipset, files, conntrack, docker: null, log }, rec };
 }
 
 /** The calls with each run of saves shown as one "observe": the order of saves inside a pass is not behaviour. */
