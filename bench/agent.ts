@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { type Agent, type LogLine, natSave, startAgent, timedProbe } from '../test/helpers/agent.js';
+import { type Agent, type LogLine, natSave, setSave, startAgent, timedProbe } from '../test/helpers/agent.js';
 import { ensureBuilt } from '../test/helpers/cli.js';
 import { type Lab, startLab } from '../test/helpers/lab.js';
 import { type Target, round } from './stats.js';
@@ -12,22 +12,27 @@ import { renderTable } from './table.js';
 /**
  * The agent daemon (`imds-guard run`) against a real dockerd in a lab (scripts/lab):
  * how soon a new network's rule is in place, whether a container started right after
- * the network can slip through, how many iptables-restore runs a burst of network
- * events costs, and the agent's resident memory across bursts.
+ * the network can slip through, how many iptables-restore (and ipset restore) runs a
+ * burst of network events costs, and the agent's resident memory across bursts.
  *
  * Latency is measured from the agent's own log, not by polling: t0 is when the
  * Docker API answered `POST /networks/create` (the bench calls the API over the lab's
  * socket, so no CLI process exit is counted in the agent's favour), t1 is the `time`
- * of the agent's "applied nat transaction" line for IPv4, which pino writes right after
- * iptables-restore returned, i.e. once the rule is in the kernel. Both are the same wall
+ * of the agent's last IPv4 write of the pass that covered the network ("applied ipset
+ * update" for a custom bridge joining the set, "applied nat transaction" when the set
+ * rule had to be added too), which pino writes right after the tool returned, i.e. once
+ * the protection is in the kernel. Both are the same wall
  * clock at ms resolution. Polling iptables-save would add its own 10-20 ms per read on
  * top and share the CPUs with the agent. "pass" latency is the agent's "covered" line,
  * the end of that pass (IPv6, conntrack, boot script, state file written).
  *
  * Restores per burst are the agent's "applied nat transaction" lines (one per
- * iptables-restore it runs), passes its "repaired" and debug "reconciled" lines. Events
- * that arrive during a pass fold into one more pass; dockerd creates networks one at a
- * time, a pass or so apart, so each custom bridge name tends to get a pass of its own.
+ * iptables-restore it runs) and its "applied ipset update" lines (one per ipset restore),
+ * passes its "repaired" and debug "reconciled" lines. Events that arrive during a pass
+ * fold into one more pass; dockerd creates networks one at a time, a pass or so apart,
+ * so each custom bridge name tends to get a pass of its own: an ipset member insert,
+ * while the nat table is written only when the first custom bridge appears and after
+ * the last one goes.
  */
 /** The NODE_OPTIONS systemd/imds-guard.service, openrc/imds-guard and the Dockerfile set. */
 export const DEPLOYED_NODE_OPTIONS = '--max-semi-space-size=1';
@@ -134,8 +139,9 @@ async function measureLatency(lab: Lab, agent: Agent, n: number): Promise<{ rule
       await dockerApi(lab, 'POST', '/networks/create', createBody(name, `10.200.${i}.0/24`));
       const created = Date.now();
       const covered = await agent.waitFor(`covered ${name}`, (l) => l.event === 'covered' && l.interface === name, { from, timeoutMs: 10_000 });
-      const applied = agent.lines().slice(from).find((l) => l.msg === 'applied nat transaction' && l.family === 'ipv4');
-      if (applied === undefined) throw new Error(`no IPv4 transaction logged for ${name}`);
+      const since = agent.lines().slice(from);
+      const applied = since.slice(0, since.indexOf(covered)).filter(isIpv4Write).at(-1);
+      if (applied === undefined) throw new Error(`no IPv4 write logged for ${name}`);
       rule.push(logTime(applied) - created);
       pass.push(logTime(covered) - created);
     }
@@ -168,6 +174,8 @@ interface Burst {
   /** iptables-restore runs (one "applied nat transaction" line each), IPv4 and IPv6 together. */
   readonly restores: number;
   readonly restoresIpv4: number;
+  /** ipset restore runs (one "applied ipset update" line each): set members added or deleted. */
+  readonly setWrites: number;
   /** Passes run, and of those the ones that wrote something. */
   readonly passes: number;
   readonly repairPasses: number;
@@ -197,6 +205,7 @@ async function measureBursts(lab: Lab, agent: Agent, count: number, custom: bool
       events: EVENTS_PER_BURST,
       restores: applied.length,
       restoresIpv4: applied.filter((l) => l.family === 'ipv4').length,
+      setWrites: lines.filter((l) => l.msg === 'applied ipset update').length,
       passes: lines.filter((l) => l.event === 'repaired' || l.event === 'reconciled').length,
       repairPasses: lines.filter((l) => l.event === 'repaired').length,
       seconds: round((performance.now() - t0) / 1000, 2),
@@ -206,7 +215,7 @@ async function measureBursts(lab: Lab, agent: Agent, count: number, custom: bool
   return out;
 }
 
-/** Waits until no rule names `names` and the agent has logged nothing for 0.6 s (a pass takes 0.1-0.3 s here). */
+/** Waits until no rule or set member names `names` and the agent has logged nothing for 0.6 s (a pass takes 0.1-0.3 s here). */
 async function settle(lab: Lab, agent: Agent, names: readonly string[]): Promise<void> {
   const deadline = performance.now() + 60_000;
   let seen = agent.mark();
@@ -217,8 +226,8 @@ async function settle(lab: Lab, agent: Agent, names: readonly string[]): Promise
       quietSince = performance.now();
     }
     if (performance.now() - quietSince >= 600) {
-      const save = await natSave(lab);
-      if (!names.some((n) => save.includes(` -i ${n} `))) return;
+      const [save, set] = await Promise.all([natSave(lab), setSave(lab)]);
+      if (!names.some((n) => save.includes(` -i ${n} `) || set.includes(`,${n}\n`))) return;
     }
     if (performance.now() > deadline) throw new Error(`the agent did not settle after removing ${names.join(', ')}`);
     await sleep(100);
@@ -274,6 +283,8 @@ function cpuSeconds(pid: number): number {
 }
 
 const logTime = (l: LogLine): number => Date.parse(String(l.time));
+const isIpv4Write = (l: LogLine): boolean =>
+  (l.msg === 'applied nat transaction' && l.family === 'ipv4') || (l.msg === 'applied ipset update' && Array.isArray(l.families) && l.families.includes('ipv4'));
 const mb = (kb: number): number => round(kb / 1024, 1);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -295,12 +306,13 @@ function targetsOf(r: Result): Target[] {
   const rss = r.memory.afterBurstRssMb;
   const growth = rss.length < 2 ? 0 : round(rss.at(-1)! - rss[0]!, 1);
   const worstRestores = Math.max(...r.bursts.map((b) => b.restores));
+  const worstSetWrites = Math.max(...r.bursts.map((b) => b.setWrites));
   return [
     { id: 'agent.latency-p99', what: 'network create -> IPv4 rule in place, p99', target: '< 100 ms', value: `${r.latency.rule.p99} ms (p50 ${r.latency.rule.p50})`, met: r.latency.rule.p99 < 100 },
     { id: 'agent.race', what: 'create-then-run probes that got through', target: '0', value: `${r.race.leaked} of ${r.race.rounds}`, met: r.race.leaked === 0 },
     { id: 'agent.rss', what: 'agent VmRSS, peak (idle and after bursts)', target: `< ${MAX_RSS_MB} MB`, value: `${r.memory.peakRssMb} MB (idle ${r.memory.idleRssMb})`, met: r.memory.peakRssMb < MAX_RSS_MB },
     { id: 'agent.rss-growth', what: `VmRSS after the last burst minus after the first`, target: `< ${MAX_GROWTH_MB} MB`, value: `${growth} MB`, met: growth < MAX_GROWTH_MB },
-    { id: 'agent.restores-per-burst', what: `iptables-restore runs per burst of ${EVENTS_PER_BURST} events, worst`, target: `<= ${MAX_RESTORES_PER_BURST}`, value: String(worstRestores), met: worstRestores <= MAX_RESTORES_PER_BURST },
+    { id: 'agent.restores-per-burst', what: `iptables-restore runs per burst of ${EVENTS_PER_BURST} events, worst`, target: `<= ${MAX_RESTORES_PER_BURST}`, value: `${worstRestores} (and ${worstSetWrites} ipset restores: member inserts and deletes, no nat rewrite)`, met: worstRestores <= MAX_RESTORES_PER_BURST },
     { id: 'agent.no-drift', what: 'drift events logged while Docker alone changed networks', target: '0', value: String(r.driftEventsDuringBench), met: r.driftEventsDuringBench === 0 },
   ];
 }
@@ -310,13 +322,13 @@ function render(r: Result & { loadavg: { start: number[]; end: number[] }; durat
   const latency = renderTable(
     ['agent: from the API answering network create (custom bridge name) to', '>networks', '>p50 ms', '>p99 ms', '>max ms'],
     [
-      ['the IPv4 rule in place ("applied nat transaction", ipv4)', ...q(r.latency.rule)],
+      ['IPv4 protection in place (its last IPv4 write: ipset update or nat transaction)', ...q(r.latency.rule)],
       ['the end of that pass ("covered": IPv6, conntrack, boot script done)', ...q(r.latency.pass)],
     ],
   );
-  const row = (label: string, b: Burst): string[] => [label, String(b.restores), String(b.restoresIpv4), String(b.passes), String(b.repairPasses), b.seconds.toFixed(2), b.rssMb.toFixed(1)];
+  const row = (label: string, b: Burst): string[] => [label, String(b.restores), String(b.restoresIpv4), String(b.setWrites), String(b.passes), String(b.repairPasses), b.seconds.toFixed(2), b.rssMb.toFixed(1)];
   const bursts = renderTable(
-    ['burst of 50 events (25 creates, then 25 removes, each set at once)', '>restores', '>of which IPv4', '>passes', '>that wrote', '>seconds', '>VmRSS MB after'],
+    ['burst of 50 events (25 creates, then 25 removes, each set at once)', '>iptables-restores', '>of which IPv4', '>ipset restores', '>passes', '>that wrote', '>seconds', '>VmRSS MB after'],
     [...r.bursts.map((b) => row(`${b.burst}: custom bridge names`, b)), ...r.dockerNamedBursts.map((b) => row(`${r.bursts.length + b.burst}: Docker's br-<id> names`, b))],
   );
   const targetTable = renderTable(['target', 'wanted', 'measured', 'verdict'], targets.map((t) => [t.what, t.target, t.value, t.met ? 'target met' : 'target missed']));

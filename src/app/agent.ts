@@ -53,14 +53,16 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
       if (hasDrift(first.install)) {
         run.ports.log.info({ event: 'installed', families: [...new Set(first.install.flatMap((f) => (f.family === undefined ? [] : [f.family])))], repaired: result.repaired }, result.repaired ? 'first install: protection put in place' : 'not installed yet (report mode)');
       }
-      const { drift, coverage } = splitNewCoverage(first.drift, coveredBefore, result.plan.interfaces);
-      coveredBefore = new Set(result.plan.interfaces);
-      const coverageOf = (...kinds: string[]): Set<string> => new Set(coverage.flatMap((f) => (!kinds.includes(f.kind) || f.interface === undefined ? [] : [f.interface])));
-      for (const iface of coverageOf('rule-missing', 'set-member-missing')) {
+      const { drift } = splitNewCoverage(first.drift, coveredBefore, result.plan.interfaces);
+      // Interfaces that came or went with Docker's networks (the first pass reports what it installed instead).
+      const before = coveredBefore;
+      const now = new Set(result.plan.interfaces);
+      coveredBefore = now;
+      for (const iface of before === null ? [] : [...now].filter((i) => !before.has(i))) {
         run.ports.log.info({ event: 'covered', interface: iface, reasons }, `now protecting new interface ${iface}`);
       }
-      for (const iface of coverageOf('rule-unknown', 'set-member-unknown')) {
-        run.ports.log.info({ event: 'uncovered', interface: iface, reasons }, `interface ${iface} is gone; its rules are removed`);
+      for (const iface of before === null ? [] : [...before].filter((i) => !now.has(i))) {
+        run.ports.log.info({ event: 'uncovered', interface: iface, reasons }, `interface ${iface} is gone; its protection is removed`);
       }
       const folded = recordPass(history, drift, result.repaired, at, MAX_RECENT_DRIFT);
       history = folded.history;

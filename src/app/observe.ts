@@ -4,14 +4,14 @@ import type { Backend, Family } from '../core/family.js';
 import { type NatTable, parseNatTable } from '../core/nat-table.js';
 import { BOOT_SCRIPT_NAME } from '../core/names.js';
 import { SET_NAME, parseIpsetSave } from '../core/ipset.js';
-import type { Observation, SetObservation } from '../core/plan.js';
+import { type Observation, type SetObservation, setWorthReading } from '../core/plan.js';
 import { CommandError } from '../errors.js';
 import type { Ports } from './ports.js';
 
 /**
  * Reads the full actual state: one iptables-save per family and backend that can hold
  * rules (the legacy table is read only when /proc says it exists), Docker's bridges,
- * the boot script and OpenRC's runlevel.
+ * the boot script and OpenRC's runlevel; then, where one can matter, our ipsets.
  */
 export async function observe(config: Config, ports: Ports): Promise<Observation> {
   const { iptables } = ports;
@@ -32,10 +32,6 @@ export async function observe(config: Config, ports: Ports): Promise<Observation
   // leftovers), so it is read alongside IPv4: two saves in parallel on an nft host.
   // Legacy IPv6 is read alongside too when it exists, so a legacy host does not wait
   // for a second round of saves; only a table that is not loaded waits for the backend.
-  // Read alongside, but awaited after the tables: when both fail (no CAP_NET_ADMIN), the
-  // error reported is always iptables'.
-  const sets = Promise.all([readSet(ports, 'ipv4'), readSet(ports, 'ipv6')]);
-  sets.catch(() => {});
   const [nft4, legacy4, nft6, loadedLegacy6, dockerBridges, bootFile, bootDirExists, localServiceEnabled] = await Promise.all([
     save('ipv4', 'nft', override === 'legacy'),
     save('ipv4', 'legacy', override !== 'legacy'),
@@ -46,15 +42,17 @@ export async function observe(config: Config, ports: Ports): Promise<Observation
     ports.files.exists(config.bootScriptDir),
     localService(config, ports),
   ]);
-  const [set4, set6] = await sets;
   const backend = chooseBackend(override, nft4, legacy4);
   const legacy6 = loadedLegacy6 ?? (backend.backend === 'nft' ? null : await save('ipv6', 'legacy', false));
+  const tables = {
+    ipv4: backend.backend === 'nft' ? { ours: nft4, other: legacy4 } : { ours: legacy4, other: nft4 },
+    ipv6: backend.backend === 'nft' ? { ours: nft6, other: legacy6 } : { ours: legacy6, other: nft6 },
+  };
+  const read = (f: Family): Promise<SetObservation> => (setWorthReading(config, f, tables[f].ours, dockerBridges) ? readSet(ports, f) : Promise.resolve({ available: false }));
+  const [set4, set6] = await Promise.all([read('ipv4'), read('ipv6')]);
   return {
     backend,
-    tables: {
-      ipv4: backend.backend === 'nft' ? { ours: nft4, other: legacy4 } : { ours: legacy4, other: nft4 },
-      ipv6: backend.backend === 'nft' ? { ours: nft6, other: legacy6 } : { ours: legacy6, other: nft6 },
-    },
+    tables,
     dockerBridges,
     bootScript: { dirExists: bootDirExists, file: bootFile },
     localServiceEnabled,

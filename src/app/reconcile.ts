@@ -47,11 +47,12 @@ async function apply(config: Config, plan: Plan, ports: Ports): Promise<{ restor
     if (t.tool === 'iptables') {
       await ports.iptables.restore(t.family, t.backend, t.payload);
       ports.log.info({ family: t.family, backend: t.backend, lines: t.payload.split('\n').length - 3 }, 'applied nat transaction');
+      if (t.protects) protectedFamilies.add(t.family);
     } else {
       await ports.ipset.restore(t.payload);
-      ports.log.info({ family: t.family, lines: t.payload.split('\n').length - 1 }, 'applied ipset update');
+      ports.log.info({ families: t.families, lines: t.payload.split('\n').length - 1 }, 'applied ipset update');
+      if (t.protects) for (const f of t.families) protectedFamilies.add(f);
     }
-    if (t.protects) protectedFamilies.add(t.family);
   }
   if (config.conntrack) await flushConnections(config, ports, protectedFamilies);
   if (plan.bootScript?.write) {

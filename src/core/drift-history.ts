@@ -46,6 +46,9 @@ export function splitNewCoverage(findings: readonly Finding[], previous: Readonl
   const isCoverage = (f: Finding): boolean =>
     ((f.kind === 'rule-missing' || f.kind === 'set-member-missing') && f.interface !== undefined && added.has(f.interface)) ||
     ((f.kind === 'rule-unknown' || f.kind === 'set-member-unknown') && f.interface !== undefined && removed.has(f.interface)) ||
+    // The set comes with the first custom-named bridge and its rules go with the last.
+    (f.kind === 'set-missing' && added.size > 0) ||
+    (f.kind === 'rule-unknown' && f.set !== undefined && f.interface === undefined && removed.size > 0) ||
     (f.kind === 'boot-script-stale' && changed);
   return { drift: findings.filter((f) => !isCoverage(f)), coverage: findings.filter(isCoverage) };
 }

@@ -40,6 +40,8 @@ export interface Finding {
   readonly family?: Family;
   readonly backend?: Backend;
   readonly interface?: string;
+  /** Our ipset the finding is about (its set rule, or the set itself). */
+  readonly set?: string;
   readonly endpoint?: string;
   /** Lines read from the host that show the finding (rules as iptables-save prints them, file facts). */
   readonly evidence: readonly string[];

@@ -91,7 +91,7 @@ const addLine = (name: string, member: string): string => `add ${name} ${member}
  */
 export function compareSet(desired: DesiredSet, actual: SavedSet | null): SetComparison {
   const { family, name } = desired;
-  const at = { family } as const;
+  const at = { family, set: name } as const;
   const findings: Finding[] = [];
   const wanted = new Map(desired.interfaces.map((i) => [memberFor(family, i), i]));
   const altered = actual !== null && (actual.type !== SET_TYPE || actual.family !== SET_FAMILY[family]);

@@ -55,10 +55,13 @@ export function compareNat(input: CompareInput): NatComparison {
     findings.push({ ...at, id: CHECK.ruleAltered, kind: 'rule-altered', status: 'fail', severity: 'high', message: `a rule in ${CHAIN} was altered`, ...interfaceOf(r.desired.via), endpoint: formatEndpoint(r.desired.endpoint), evidence: [savedLine(r.actual)], remediation: 'imds-guard apply' });
   }
   for (const r of chain.unknown) {
-    // A rule with our id comment names its interface: once Docker removes that network,
-    // the agent tells its rule going away apart from someone else's rule.
-    const iface = ruleIdOf(ruleComment(r)) === null ? undefined : optionValue(r, '-i', '--in-interface');
-    findings.push({ ...at, id: CHECK.ruleUnknown, kind: 'rule-unknown', status: 'fail', severity: 'medium', message: `${CHAIN} holds a rule imds-guard did not write`, ...(iface === undefined ? {} : { interface: iface }), evidence: [savedLine(r)], remediation: 'imds-guard apply (rewrites the chain)' });
+    // A rule with our id comment names its interface (or our set): once Docker removes
+    // that network (or the last custom-named one), the agent tells its rule going away
+    // apart from someone else's rule.
+    const ours = ruleIdOf(ruleComment(r)) !== null;
+    const iface = ours ? optionValue(r, '-i', '--in-interface') : undefined;
+    const set = ours ? optionValue(r, '--match-set') : undefined;
+    findings.push({ ...at, id: CHECK.ruleUnknown, kind: 'rule-unknown', status: 'fail', severity: 'medium', message: `${CHAIN} holds a rule imds-guard did not write`, ...(iface === undefined ? {} : { interface: iface }), ...(set === undefined ? {} : { set }), evidence: [savedLine(r)], remediation: 'imds-guard apply (rewrites the chain)' });
   }
   if (chain.reordered) {
     findings.push({ ...at, id: CHECK.ruleOrder, kind: 'rule-reordered', status: 'fail', severity: 'low', message: `the rules in ${CHAIN} were reordered`, evidence: chainRules(table, CHAIN).map(savedLine), remediation: 'imds-guard apply' });

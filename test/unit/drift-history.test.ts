@@ -76,6 +76,15 @@ test('set members of a network created or removed since the last pass are covera
   assert.deepEqual(r.coverage, [added, gone]);
 });
 
+test('the set appearing with the first custom-named bridge and its rule going with the last are coverage, not drift', async () => {
+  const { splitNewCoverage } = await import('../../src/core/drift-history.js');
+  const setMissing: Finding = { id: 'IG-106', kind: 'set-missing', status: 'fail', severity: 'high', family: 'ipv4', set: 'imds-guard-4', message: 'missing', evidence: [] };
+  const setRule: Finding = { id: 'IG-104', kind: 'rule-unknown', status: 'fail', severity: 'medium', family: 'ipv4', set: 'imds-guard-4', message: 'unknown', evidence: [] };
+  assert.deepEqual(splitNewCoverage([setMissing], new Set(['docker0']), ['docker0', 'first0']).drift, []);
+  assert.deepEqual(splitNewCoverage([setRule], new Set(['docker0', 'last0']), ['docker0']).drift, []);
+  assert.deepEqual(splitNewCoverage([setMissing, setRule], new Set(['docker0']), ['docker0']).drift, [setMissing, setRule], 'with no network added or removed, they are drift');
+});
+
 test('after a reboot the first pass creating the set and folding per-interface rules into it is install, not drift', async () => {
   const { splitFirstInstall } = await import('../../src/core/drift-history.js');
   const f = (kind: Finding['kind'], iface?: string): Finding => ({ id: 'X', kind, status: 'fail', severity: 'high', message: kind, family: 'ipv4', evidence: [], ...(iface ? { interface: iface } : {}) });

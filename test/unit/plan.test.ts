@@ -5,7 +5,7 @@ import { type Config, resolveConfig } from '../../src/core/config.js';
 import { desiredFamily } from '../../src/core/desired.js';
 import { parseIpsetSave } from '../../src/core/ipset.js';
 import { type NatTable, parseNatTable } from '../../src/core/nat-table.js';
-import { type Observation, isConverged, planReconcile } from '../../src/core/plan.js';
+import { type Observation, type Transaction, isConverged, planReconcile, setWorthReading } from '../../src/core/plan.js';
 import { joinArgs } from '../../src/core/rule.js';
 
 const BUILT_INS = [':PREROUTING ACCEPT [0:0]', ':INPUT ACCEPT [0:0]', ':OUTPUT ACCEPT [0:0]', ':POSTROUTING ACCEPT [0:0]'];
@@ -19,6 +19,8 @@ function protectedFor(c: Config, family: 'ipv4' | 'ipv6', interfaces: readonly s
   const rules = desiredFamily(c, family, interfaces).rules.map((r) => `-A IMDS-GUARD ${joinArgs(r.args)}`);
   return parseNatTable(['*nat', ...BUILT_INS, ':IMDS-GUARD - [0:0]', JUMP, ...rules, 'COMMIT', ''].join('\n'));
 }
+
+const shown = (t: Transaction): string => (t.tool === 'iptables' ? `iptables ${t.family}` : `ipset ${t.families.join(',')}`);
 
 const NO_IPSET: Observation['sets'] = { ipv4: { available: false }, ipv6: { available: false } };
 
@@ -47,7 +49,7 @@ describe('planReconcile', () => {
     // Docker answering without that network is what lets the rule go.
     const gone = planReconcile(c, observation({ tables, dockerBridges: ['docker0'] }));
     assert.deepEqual(gone.interfaces, ['docker0', 'docker_gwbridge', 'br-+']);
-    assert.deepEqual(gone.transactions.map((t) => `${t.family} ${t.tool === 'iptables' ? t.backend : t.tool} ${t.protects}`), ['ipv4 nft true', 'ipv6 nft true']);
+    assert.deepEqual(gone.transactions.map((t) => (t.tool === 'iptables' ? `${t.family} ${t.backend} ${t.protects}` : 'ipset')), ['ipv4 nft true', 'ipv6 nft true']);
     assert.doesNotMatch(gone.transactions[0]!.payload, /mynet0/);
   });
 
@@ -99,14 +101,14 @@ COMMIT
     const v4only = config({ endpoints: ['169.254.169.254'] });
     const interfaces = ['docker0', 'docker_gwbridge', 'br-+'];
     const plan = planReconcile(v4only, observation({ tables: { ipv4: { ours: protectedFor(v4only, 'ipv4', interfaces), other: null }, ipv6: { ours: protectedFor(all, 'ipv6', interfaces), other: null } } }));
-    assert.deepEqual(plan.transactions.map((t) => `${t.family} ${t.protects}`), ['ipv6 false']);
+    assert.deepEqual(plan.transactions.map((t) => `${shown(t)} ${t.protects}`), ['iptables ipv6 false']);
     assert.match(plan.transactions[0]!.payload, /^\*nat\n-D PREROUTING .*\n:IMDS-GUARD - \[0:0\]\n-X IMDS-GUARD\nCOMMIT\n$/);
   });
 
   test('an unavailable IPv6 nat table is reported as info and skipped', () => {
     const c = config();
     const plan = planReconcile(c, observation({ tables: { ipv4: { ours: EMPTY, other: null }, ipv6: { ours: null, other: null } } }));
-    assert.deepEqual(plan.transactions.map((t) => t.family), ['ipv4']);
+    assert.deepEqual(plan.transactions.map(shown), ['iptables ipv4']);
     const f = plan.findings.find((x) => x.kind === 'family-unavailable');
     assert.equal(f?.status, 'info');
     assert.equal(f?.family, 'ipv6');
@@ -163,16 +165,32 @@ describe('planReconcile with ipset', () => {
 
   test('first install: the set is created before the nat transaction whose set rule names it', () => {
     const plan = planReconcile(c, observation({ tables: { ipv4: { ours: EMPTY, other: null }, ipv6: { ours: EMPTY, other: null } }, dockerBridges: ['docker0', 'mynet0'], sets: { ipv4: { available: true, set: null }, ipv6: { available: true, set: null } } }));
-    assert.deepEqual(plan.transactions.map((t) => `${t.tool} ${t.family}`), ['ipset ipv4', 'iptables ipv4']);
+    assert.deepEqual(plan.transactions.map(shown), ['ipset ipv4', 'iptables ipv4']);
     assert.equal(plan.transactions[0]!.payload, 'create imds-guard-4 hash:net,iface family inet\nadd imds-guard-4 0.0.0.0/0,mynet0\n');
     const nat = plan.transactions[1]!.payload;
     assert.doesNotMatch(nat, /mynet0/);
     assert.match(nat, /^-A IMDS-GUARD -d 169\.254\.169\.254\/32 -p tcp -m tcp --dport 80 -m set --match-set imds-guard-4 src,src -m comment --comment imds-guard:[0-9a-f]{12} -j REDIRECT --to-ports 1$/m);
   });
 
+  test('the set is read only when a custom-named bridge could be in it or a rule of ours names it', () => {
+    assert.equal(setWorthReading(c, 'ipv4', EMPTY, ['docker0', 'br-0123456789ab']), false, "Docker's own names need no set");
+    assert.equal(setWorthReading(c, 'ipv4', EMPTY, ['docker0', 'mynet0']), true);
+    assert.equal(setWorthReading(c, 'ipv4', EMPTY, null), false);
+    assert.equal(setWorthReading(c, 'ipv4', withSetRule(), null), true, 'with Docker down, the members of a set in use are kept');
+    assert.equal(setWorthReading(c, 'ipv4', withSetRule(), ['docker0']), true, 'the last custom bridge gone: the set rule and the set must go');
+    assert.equal(setWorthReading(config({ ipset: 'never' }), 'ipv4', EMPTY, ['mynet0']), false);
+  });
+
+  test('both families change their sets in one ipset restore, before either nat transaction', () => {
+    const both = config();
+    const plan = planReconcile(both, observation({ tables: { ipv4: { ours: EMPTY, other: null }, ipv6: { ours: EMPTY, other: null } }, dockerBridges: ['mynet0'], sets: { ipv4: { available: true, set: null }, ipv6: { available: true, set: null } } }));
+    assert.deepEqual(plan.transactions.map(shown), ['ipset ipv4,ipv6', 'iptables ipv4', 'iptables ipv6']);
+    assert.equal(plan.transactions[0]!.payload, 'create imds-guard-4 hash:net,iface family inet\nadd imds-guard-4 0.0.0.0/0,mynet0\ncreate imds-guard-6 hash:net,iface family inet6\nadd imds-guard-6 ::/0,mynet0\n');
+  });
+
   test('a new custom-named network is one ipset update and no nat transaction', () => {
     const plan = planReconcile(c, observation({ tables: { ipv4: { ours: withSetRule(), other: null }, ipv6: { ours: EMPTY, other: null } }, dockerBridges: ['mynet0', 'newnet'], sets: v4set(['mynet0']) }));
-    assert.deepEqual(plan.transactions.map((t) => `${t.tool} ${t.family}`), ['ipset ipv4']);
+    assert.deepEqual(plan.transactions.map(shown), ['ipset ipv4']);
     assert.equal(plan.transactions[0]!.payload, 'add imds-guard-4 0.0.0.0/0,newnet\n');
     assert.deepEqual(plan.findings.filter((f) => f.status === 'fail').map((f) => `${f.kind} ${f.interface}`), ['set-member-missing newnet']);
     const verdict = plan.findings.find((f) => f.kind === 'protected' && f.interface === 'mynet0');
@@ -194,7 +212,7 @@ describe('planReconcile with ipset', () => {
   test('ipset: never moves the members back into rules, and destroys the set once no rule names it', () => {
     const never = config({ endpoints: ['169.254.169.254'], ipset: 'never' });
     const plan = planReconcile(never, observation({ tables: { ipv4: { ours: withSetRule(), other: null }, ipv6: { ours: EMPTY, other: null } }, dockerBridges: ['mynet0'], sets: v4set(['mynet0']) }));
-    assert.deepEqual(plan.transactions.map((t) => `${t.tool} ${t.family}`), ['iptables ipv4', 'ipset ipv4']);
+    assert.deepEqual(plan.transactions.map(shown), ['iptables ipv4', 'ipset ipv4']);
     assert.match(plan.transactions[0]!.payload, /-i mynet0 /);
     assert.doesNotMatch(plan.transactions[0]!.payload, /match-set/);
     assert.equal(plan.transactions[1]!.payload, 'destroy imds-guard-4\n');
@@ -202,7 +220,7 @@ describe('planReconcile with ipset', () => {
 
   test('a host without custom-named bridges has no set: the last one removed takes the set rules out, then destroys the set', () => {
     const plan = planReconcile(c, observation({ tables: { ipv4: { ours: withSetRule(), other: null }, ipv6: { ours: EMPTY, other: null } }, dockerBridges: ['docker0'], sets: v4set(['mynet0']) }));
-    assert.deepEqual(plan.transactions.map((t) => `${t.tool} ${t.family}`), ['iptables ipv4', 'ipset ipv4']);
+    assert.deepEqual(plan.transactions.map(shown), ['iptables ipv4', 'ipset ipv4']);
     assert.doesNotMatch(plan.transactions[0]!.payload, /match-set/);
     assert.equal(plan.transactions[1]!.payload, 'destroy imds-guard-4\n');
   });
