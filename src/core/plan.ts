@@ -75,52 +75,65 @@ export function planReconcile(config: Config, obs: Observation): Plan {
   const discovered = obs.dockerBridges ?? keptInterfaces(config, obs);
   const interfaces = coveredInterfaces(config.interfaces, discovered);
   const findings: Finding[] = [{ id: CHECK.backend, kind: 'backend', status: 'info', severity: 'info', backend, message: `iptables backend ${backend}: ${obs.backend.reason}`, evidence: [] }];
-  const sets: SetChange[] = [];
-  const nat: Transaction[] = [];
-  const destroys: SetChange[] = [];
-  const desired: DesiredFamily[] = [];
-
-  for (const family of FAMILIES) {
-    const { ours, other } = obs.tables[family];
-    const setObs = obs.sets[family];
-    const useSet = config.ipset === 'auto' && setObs.available;
-    const cover = coverage(config.interfaces, interfaces, useSet);
-    const want = desiredFamily(config, family, cover.rules, cover.members);
-    let setKept = false;
-    if (ours === null) {
-      if (want.rules.length > 0) findings.push({ id: CHECK.family, kind: 'family-unavailable', status: 'info', severity: 'info', family, backend, message: `the ${family} nat table is not available on this host; ${family} endpoints are skipped`, evidence: [] });
-      setKept = true; // nothing of ours can be judged or undone in a table we cannot read
-    } else if (want.rules.length === 0) {
-      const payload = renderRemoval(ours);
-      if (payload !== null) nat.push({ tool: 'iptables', family, backend, payload, protects: false });
-    } else {
-      desired.push(want);
-      let present: ReadonlySet<string> = new Set();
-      if (want.set !== null && setObs.available) {
-        const cmp = compareSet(want.set, setObs.set);
-        findings.push(...cmp.findings);
-        present = cmp.present;
-        if (cmp.payload !== null) sets.push({ family, payload: cmp.payload });
-        setKept = true;
-      }
-      const cmp = compareNat({ desired: want, table: ours, family, backend, interfaces, setMembersPresent: present });
-      findings.push(...cmp.findings);
-      const payload = renderRestore(want, cmp);
-      if (payload !== null) nat.push({ tool: 'iptables', family, backend, payload, protects: true });
-    }
-    if (!setKept && setObs.available && setObs.set !== null) {
-      destroys.push({ family, payload: `destroy ${SET_NAME[family]}\n` });
-    }
-    if (other !== null && holdsOurs(other)) {
-      const ob = otherBackend(backend);
-      findings.push({ id: CHECK.otherBackend, kind: 'other-backend', status: 'fail', severity: 'medium', family, backend: ob, message: `imds-guard rules are left in the ${ob} backend, which Docker does not use`, evidence: chainRules(other, 'PREROUTING').filter((r) => optionValue(r, '-j') === CHAIN).map((r) => `-A PREROUTING ${joinArgs(r.args)}`), remediation: 'imds-guard apply (removes them)' });
-      nat.push({ tool: 'iptables', family, backend: ob, payload: renderRemoval(other)!, protects: false });
-    }
-  }
-
+  const families = FAMILIES.map((family) => planFamily(config, obs, family, interfaces));
+  for (const f of families) findings.push(...f.findings);
+  const desired = families.flatMap((f) => (f.desired === null ? [] : [f.desired]));
   const boot = planBootScript(config, obs, backend, desired, findings);
-  const transactions = [...setTransaction(sets, true), ...nat, ...setTransaction(destroys, false)];
+  const transactions = [
+    ...setTransaction(families.flatMap((f) => f.setChanges), true),
+    ...families.flatMap((f) => f.nat),
+    ...setTransaction(families.flatMap((f) => f.setDestroys), false),
+  ];
   return { findings, interfaces, transactions, bootScript: boot.script, enableLocalService: boot.enableLocal };
+}
+
+interface FamilyPlan {
+  readonly findings: readonly Finding[];
+  /** What this family should hold, or null when it holds nothing of ours (no endpoint, or no table). */
+  readonly desired: DesiredFamily | null;
+  readonly setChanges: readonly SetChange[];
+  readonly nat: readonly Transaction[];
+  readonly setDestroys: readonly SetChange[];
+}
+
+function planFamily(config: Config, obs: Observation, family: Family, interfaces: readonly string[]): FamilyPlan {
+  const backend = obs.backend.backend;
+  const { ours, other } = obs.tables[family];
+  const setObs = obs.sets[family];
+  const cover = coverage(config.interfaces, interfaces, config.ipset === 'auto' && setObs.available);
+  const want = desiredFamily(config, family, cover.rules, cover.members);
+  const findings: Finding[] = [];
+  const setChanges: SetChange[] = [];
+  const nat: Transaction[] = [];
+  // A set nothing of ours needs any more goes once the rules naming it are gone; one in
+  // a family whose table cannot be read is left alone.
+  let setInUse = ours === null;
+  if (ours === null) {
+    if (want.rules.length > 0) findings.push({ id: CHECK.family, kind: 'family-unavailable', status: 'info', severity: 'info', family, backend, message: `the ${family} nat table is not available on this host; ${family} endpoints are skipped`, evidence: [] });
+  } else if (want.rules.length === 0) {
+    const payload = renderRemoval(ours);
+    if (payload !== null) nat.push({ tool: 'iptables', family, backend, payload, protects: false });
+  } else {
+    let present: ReadonlySet<string> = new Set();
+    if (want.set !== null && setObs.available) {
+      const cmp = compareSet(want.set, setObs.set);
+      findings.push(...cmp.findings);
+      present = cmp.present;
+      if (cmp.payload !== null) setChanges.push({ family, payload: cmp.payload });
+      setInUse = true;
+    }
+    const cmp = compareNat({ desired: want, table: ours, family, backend, interfaces, setMembersPresent: present });
+    findings.push(...cmp.findings);
+    const payload = renderRestore(want, cmp);
+    if (payload !== null) nat.push({ tool: 'iptables', family, backend, payload, protects: true });
+  }
+  const setDestroys = !setInUse && setObs.available && setObs.set !== null ? [{ family, payload: `destroy ${SET_NAME[family]}\n` }] : [];
+  if (other !== null && holdsOurs(other)) {
+    const ob = otherBackend(backend);
+    findings.push({ id: CHECK.otherBackend, kind: 'other-backend', status: 'fail', severity: 'medium', family, backend: ob, message: `imds-guard rules are left in the ${ob} backend, which Docker does not use`, evidence: chainRules(other, 'PREROUTING').filter((r) => optionValue(r, '-j') === CHAIN).map((r) => `-A PREROUTING ${joinArgs(r.args)}`), remediation: 'imds-guard apply (removes them)' });
+    nat.push({ tool: 'iptables', family, backend: ob, payload: renderRemoval(other)!, protects: false });
+  }
+  return { findings, desired: ours !== null && want.rules.length > 0 ? want : null, setChanges, nat, setDestroys };
 }
 
 interface SetChange {
