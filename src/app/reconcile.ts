@@ -26,19 +26,32 @@ const ATTEMPTS = 3;
 
 /** One level-triggered pass: observe, compute, diff, apply (in enforce mode), report. */
 export async function reconcile(config: Config, ports: Ports): Promise<ReconcileResult> {
+  let cfg = config;
   for (let attempt = 1; ; attempt++) {
-    const obs = await observe(config, ports);
-    const plan = planReconcile(config, obs);
+    const obs = await observe(cfg, ports);
+    const plan = planReconcile(cfg, obs);
     const base = { plan, findings: plan.findings, backend: obs.backend.backend, converged: isConverged(plan) };
-    if (config.mode === 'report' || base.converged) return { ...base, restores: 0, setWrites: 0, repaired: false };
+    if (cfg.mode === 'report' || base.converged) return { ...base, restores: 0, setWrites: 0, repaired: false };
     try {
-      const { restores, setWrites } = await apply(config, plan, ports);
+      const { restores, setWrites } = await apply(cfg, plan, ports);
       return { ...base, restores, setWrites, repaired: true };
     } catch (e) {
       if (!(e instanceof CommandError && e.code === 'restore-failed') || attempt >= ATTEMPTS) throw e;
-      ports.log.warn({ attempt, err: e.message }, 'the nat table changed under the transaction; observing again');
+      // The set is an optimisation and must never cost protection: a kernel with ipset
+      // but without iptables' set match refuses the set rule every time, so the last
+      // attempt gives each custom-named bridge rules of its own.
+      if (attempt === ATTEMPTS - 1 && cfg.ipset !== 'never' && usesSets(plan)) {
+        ports.log.warn({ attempt, err: e.message }, 'the set form was refused twice; covering custom-named bridges with rules of their own in this pass');
+        cfg = { ...cfg, ipset: 'never' };
+      } else {
+        ports.log.warn({ attempt, err: e.message }, 'the nat table changed under the transaction; observing again');
+      }
     }
   }
+}
+
+function usesSets(plan: Plan): boolean {
+  return plan.transactions.some((t) => t.tool === 'ipset' || t.payload.includes('--match-set'));
 }
 
 async function apply(config: Config, plan: Plan, ports: Ports): Promise<{ restores: number; setWrites: number }> {

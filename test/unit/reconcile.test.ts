@@ -109,3 +109,33 @@ describe('reconcile with a fake iptables', () => {
     assert.ok(r.findings.some((f) => f.kind === 'jump-missing' && f.status === 'fail'));
   });
 });
+
+describe('reconcile when the set form is refused', () => {
+  test('a kernel that refuses the set rule every time gets rules of its own for the custom bridge on the last attempt; nothing is left unprotected', async () => {
+    const rec: Recorder = { calls: [], warnings: [] };
+    const payloads: string[] = [];
+    const iptables: IptablesPort = {
+      save: async () => EMPTY_SAVE,
+      async restore(family, _backend, payload) {
+        payloads.push(payload);
+        rec.calls.push(`restore ${family}`);
+        if (payload.includes('--match-set')) throw new CommandError("iptables-nft-restore rejected the transaction, nothing was applied: Couldn't load match `set'", 'restore-failed', 'iptables-nft-restore');
+      },
+      legacyNatLoaded: async () => false,
+    };
+    const ipset: IpsetPort = {
+      save: async () => ({ available: true, text: null }),
+      restore: async () => void rec.calls.push('ipset restore'),
+      destroy: async () => false,
+    };
+    const docker = { listBridges: async () => ({ bridges: [{ id: 'x', name: 'mynet', iface: 'mynet0' }], rejected: [] }), watchNetworks: async () => () => {} };
+    const { ports } = fakePorts(() => {});
+    const log = { info() {}, debug() {}, error() {}, warn: (_o: unknown, msg: string) => void rec.warnings.push(msg) } as unknown as Logger;
+    const r = await reconcile({ ...config, docker: true, bootScript: 'never' }, { ...ports, iptables, ipset, docker, log });
+    assert.equal(r.repaired, true);
+    assert.deepEqual(rec.warnings, ['the nat table changed under the transaction; observing again', 'the set form was refused twice; covering custom-named bridges with rules of their own in this pass']);
+    const last = payloads.filter((p) => p.includes('mynet0') || p.includes('--match-set')).at(-1)!;
+    assert.match(last, / -i mynet0 /);
+    assert.doesNotMatch(last, /--match-set/);
+  });
+});
