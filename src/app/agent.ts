@@ -49,6 +49,11 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
     const at = new Date().toISOString();
     try {
       const result = await reconcile(run.config, run.ports);
+      if (result.setRefused) {
+        // Refused twice already; asking again every pass would only repeat it (until a reload).
+        run.config = { ...run.config, ipset: 'never' };
+        run.ports.log.warn({ event: 'ipset-refused' }, 'the kernel refuses the set rule: custom-named bridges keep rules of their own until the agent is reloaded or restarted');
+      }
       const first = coveredBefore === null ? splitFirstInstall(result.findings) : { drift: [...result.findings], install: [] };
       if (hasDrift(first.install)) {
         run.ports.log.info({ event: 'installed', families: [...new Set(first.install.flatMap((f) => (f.family === undefined ? [] : [f.family])))], repaired: result.repaired }, result.repaired ? 'first install: protection put in place' : 'not installed yet (report mode)');

@@ -18,6 +18,8 @@ export interface ReconcileResult {
   readonly setWrites: number;
   readonly repaired: boolean;
   readonly converged: boolean;
+  /** The set form was refused and this pass covered custom-named bridges with rules of their own. */
+  readonly setRefused: boolean;
 }
 
 // A restore that deletes a jump fails when someone changed the table between our save
@@ -30,7 +32,7 @@ export async function reconcile(config: Config, ports: Ports): Promise<Reconcile
   for (let attempt = 1; ; attempt++) {
     const obs = await observe(cfg, ports);
     const plan = planReconcile(cfg, obs);
-    const base = { plan, findings: plan.findings, backend: obs.backend.backend, converged: isConverged(plan) };
+    const base = { plan, findings: plan.findings, backend: obs.backend.backend, converged: isConverged(plan), setRefused: cfg !== config };
     if (cfg.mode === 'report' || base.converged) return { ...base, restores: 0, setWrites: 0, repaired: false };
     try {
       const { restores, setWrites } = await apply(cfg, plan, ports);

@@ -133,6 +133,7 @@ describe('reconcile when the set form is refused', () => {
     const log = { info() {}, debug() {}, error() {}, warn: (_o: unknown, msg: string) => void rec.warnings.push(msg) } as unknown as Logger;
     const r = await reconcile({ ...config, docker: true, bootScript: 'never' }, { ...ports, iptables, ipset, docker, log });
     assert.equal(r.repaired, true);
+    assert.equal(r.setRefused, true, 'the agent is told, so it stops asking');
     assert.deepEqual(rec.warnings, ['the nat table changed under the transaction; observing again', 'the set form was refused twice; covering custom-named bridges with rules of their own in this pass']);
     const last = payloads.filter((p) => p.includes('mynet0') || p.includes('--match-set')).at(-1)!;
     assert.match(last, / -i mynet0 /);
