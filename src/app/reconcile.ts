@@ -42,7 +42,7 @@ export async function reconcile(config: Config, ports: Ports): Promise<Reconcile
       // The set is an optimisation and must never cost protection: a kernel with ipset
       // but without iptables' set match refuses the set rule every time, so the last
       // attempt gives each custom-named bridge rules of its own.
-      if (attempt === ATTEMPTS - 1 && cfg.ipset !== 'never' && usesSets(plan)) {
+      if (attempt === ATTEMPTS - 1 && cfg.ipset !== 'never' && usesSets(plan) && aboutSets(e)) {
         ports.log.warn({ attempt, err: e.message }, 'the set form was refused twice; covering custom-named bridges with rules of their own in this pass');
         cfg = { ...cfg, ipset: 'never' };
       } else {
@@ -50,6 +50,11 @@ export async function reconcile(config: Config, ports: Ports): Promise<Reconcile
       }
     }
   }
+}
+
+/** ipset itself failed, or iptables named the set match or a set in its complaint (not a table that changed under it). */
+function aboutSets(e: CommandError): boolean {
+  return e.command === 'ipset' || /\bset\b/i.test(`${e.message}\n${e.stderr}`);
 }
 
 function usesSets(plan: Plan): boolean {

@@ -111,7 +111,7 @@ describe('reconcile with a fake iptables', () => {
 });
 
 describe('reconcile when the set form is refused', () => {
-  test('a kernel that refuses the set rule every time gets rules of its own for the custom bridge on the last attempt; nothing is left unprotected', async () => {
+  function setPorts(reject: (payload: string) => void): { ports: Ports; rec: Recorder; payloads: string[] } {
     const rec: Recorder = { calls: [], warnings: [] };
     const payloads: string[] = [];
     const iptables: IptablesPort = {
@@ -119,19 +119,27 @@ describe('reconcile when the set form is refused', () => {
       async restore(family, _backend, payload) {
         payloads.push(payload);
         rec.calls.push(`restore ${family}`);
-        if (payload.includes('--match-set')) throw new CommandError("iptables-nft-restore rejected the transaction, nothing was applied: Couldn't load match `set'", 'restore-failed', 'iptables-nft-restore');
+        reject(payload);
       },
       legacyNatLoaded: async () => false,
     };
-    const ipset: IpsetPort = {
-      save: async () => ({ available: true, text: null }),
-      restore: async () => void rec.calls.push('ipset restore'),
-      destroy: async () => false,
-    };
+    const ipset: IpsetPort = { save: async () => ({ available: true, text: null }), restore: async () => void rec.calls.push('ipset restore'), destroy: async () => false };
     const docker = { listBridges: async () => ({ bridges: [{ id: 'x', name: 'mynet', iface: 'mynet0' }], rejected: [] }), watchNetworks: async () => () => {} };
-    const { ports } = fakePorts(() => {});
     const log = { info() {}, debug() {}, error() {}, warn: (_o: unknown, msg: string) => void rec.warnings.push(msg) } as unknown as Logger;
-    const r = await reconcile({ ...config, docker: true, bootScript: 'never' }, { ...ports, iptables, ipset, docker, log });
+    return { ports: { ...fakePorts(() => {}).ports, iptables, ipset, docker, log }, rec, payloads };
+  }
+
+  test('a set-form transaction that fails for another reason (the table changed under it) is retried as it is, never given up', async () => {
+    const { ports, rec } = setPorts(rejected);
+    await assert.rejects(reconcile({ ...config, docker: true, bootScript: 'never' }, ports), (e: unknown) => e instanceof CommandError && e.code === 'restore-failed');
+    assert.deepEqual(rec.warnings, ['the nat table changed under the transaction; observing again', 'the nat table changed under the transaction; observing again']);
+  });
+
+  test('a kernel that refuses the set rule every time gets rules of its own for the custom bridge on the last attempt; nothing is left unprotected', async () => {
+    const { ports, rec, payloads } = setPorts((payload) => {
+      if (payload.includes('--match-set')) throw new CommandError("iptables-nft-restore rejected the transaction, nothing was applied: Couldn't load match `set'", 'restore-failed', 'iptables-nft-restore');
+    });
+    const r = await reconcile({ ...config, docker: true, bootScript: 'never' }, ports);
     assert.equal(r.repaired, true);
     assert.equal(r.setRefused, true, 'the agent is told, so it stops asking');
     assert.deepEqual(rec.warnings, ['the nat table changed under the transaction; observing again', 'the set form was refused twice; covering custom-named bridges with rules of their own in this pass']);
