@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { type DesiredFamily, type DesiredRule, desiredRule } from './desired.js';
 import type { Backend, Family } from './family.js';
-import { SET_TYPE, memberFor } from './ipset.js';
+import { createLine, memberLine } from './ipset.js';
 import { CHAIN } from './names.js';
 import { joinArgs } from './rule.js';
 
@@ -79,8 +79,8 @@ export function renderBootScript(backend: Backend, families: readonly DesiredFam
             // without it every interface gets a rule of its own, which the agent folds
             // into the set on its first pass.
             `  if command -v ipset >/dev/null 2>&1 && ipset -exist restore <<'IMDS_GUARD_SET'`,
-            `create ${set.name} ${SET_TYPE} family ${f.family === 'ipv4' ? 'inet' : 'inet6'}`,
-            ...set.interfaces.map((i) => `add ${set.name} ${memberFor(f.family, i)}`),
+            createLine(f.family),
+            ...set.interfaces.map((i) => memberLine(f.family, i)),
             'IMDS_GUARD_SET',
             '  then',
             ...protect('    ', f.rules),

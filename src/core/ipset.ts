@@ -83,6 +83,11 @@ export interface SetComparison {
 
 const addLine = (name: string, member: string): string => `add ${name} ${member}`;
 
+/** The `ipset restore` line that creates our set of a family. */
+export function createLine(family: Family): string {
+  return `create ${SET_NAME[family]} ${SET_TYPE} family ${SET_FAMILY[family]}`;
+}
+
 /**
  * Desired vs saved set. Like our chain, our set holds exactly what the code says: a
  * member someone else added is drift and goes. A set of the wrong type cannot be in
@@ -111,13 +116,13 @@ export function compareSet(desired: DesiredSet, actual: SavedSet | null): SetCom
 
   const lines: string[] = [];
   if (altered) lines.push(`destroy ${name}`);
-  if (actual === null || altered) lines.push(`create ${name} ${SET_TYPE} family ${SET_FAMILY[family]}`);
+  if (actual === null || altered) lines.push(createLine(family));
   for (const m of extra) lines.push(`del ${name} ${m}`);
   for (const [m, i] of wanted) if (!present.has(i)) lines.push(addLine(name, m));
   return { findings, present, payload: lines.length === 0 ? null : [...lines, ''].join('\n') };
 }
 
-/** The evidence line that shows an interface's member is in place. */
-export function memberEvidence(family: Family, iface: string): string {
+/** The `ipset save` / `ipset restore` line of an interface's member (evidence, boot script). */
+export function memberLine(family: Family, iface: string): string {
   return addLine(SET_NAME[family], memberFor(family, iface));
 }

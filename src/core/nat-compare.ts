@@ -2,7 +2,7 @@ import { type DesiredFamily, type DesiredRule, type RuleVia, asRule, ruleIdOf } 
 import { type Endpoint, formatEndpoint, hostPrefix } from './endpoint.js';
 import type { Backend, Family } from './family.js';
 import { CHECK, type Finding } from './findings.js';
-import { memberEvidence } from './ipset.js';
+import { memberLine } from './ipset.js';
 import { type NatTable, chainRules, hasChain } from './nat-table.js';
 import { CHAIN } from './names.js';
 import { canIntercept } from './reach.js';
@@ -73,7 +73,7 @@ export function compareNat(input: CompareInput): NatComparison {
     const present = chain.matched.has(c.rule.id);
     const ok = present && jumpOk && c.member !== false;
     const label = `${c.iface} -> ${formatEndpoint(c.rule.endpoint)}`;
-    const evidence = [...(present ? [savedLine(chain.matched.get(c.rule.id)!)] : []), ...(c.member === true ? [memberEvidence(family, c.iface)] : [])];
+    const evidence = [...(present ? [savedLine(chain.matched.get(c.rule.id)!)] : []), ...(c.member === true ? [memberLine(family, c.iface)] : [])];
     const [kind, message] = ok
       ? (['protected', `${label} is protected`] as const)
       : c.member === false
