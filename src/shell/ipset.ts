@@ -1,5 +1,5 @@
 import { CommandError } from '../errors.js';
-import { type RunProcess, firstLine } from './exec.js';
+import { type ProcessResult, type RunProcess, firstLine } from './exec.js';
 
 export type SetRead = { readonly available: false; readonly why: string } | { readonly available: true; readonly text: string | null };
 
@@ -24,15 +24,19 @@ export function createIpset(run: RunProcess): IpsetPort {
     if (PERMISSION.test(r.stderr)) return new CommandError(`ipset ${verb}: permission denied (run as root or with CAP_NET_ADMIN): ${why}`, 'permission-denied', 'ipset', r.stderr);
     return new CommandError(`ipset ${verb} failed (exit ${r.code}): ${why}`, verb === 'restore' ? 'restore-failed' : 'command-failed', 'ipset', r.stderr);
   };
+  /** Runs ipset; null when the tool is not installed (no set of ours can exist then). */
+  const runIfInstalled = async (args: readonly string[]): Promise<ProcessResult | null> => {
+    try {
+      return await run('ipset', args);
+    } catch (e) {
+      if (e instanceof CommandError && e.code === 'command-missing') return null;
+      throw e;
+    }
+  };
   return {
     async save(name) {
-      let r;
-      try {
-        r = await run('ipset', ['save', name]);
-      } catch (e) {
-        if (e instanceof CommandError && e.code === 'command-missing') return { available: false, why: 'the ipset tool is not installed' };
-        throw e;
-      }
+      const r = await runIfInstalled(['save', name]);
+      if (r === null) return { available: false, why: 'the ipset tool is not installed' };
       if (r.code === 0) return { available: true, text: r.stdout };
       if (MISSING.test(r.stderr)) return { available: true, text: null };
       if (NO_KERNEL.test(r.stderr) && !PERMISSION.test(r.stderr)) return { available: false, why: firstLine(r.stderr) };
@@ -43,15 +47,9 @@ export function createIpset(run: RunProcess): IpsetPort {
       if (r.code !== 0) throw fail('restore', r);
     },
     async destroy(name) {
-      let r;
-      try {
-        r = await run('ipset', ['destroy', name]);
-      } catch (e) {
-        if (e instanceof CommandError && e.code === 'command-missing') return false;
-        throw e;
-      }
+      const r = await runIfInstalled(['destroy', name]);
+      if (r === null || MISSING.test(r.stderr)) return false;
       if (r.code === 0) return true;
-      if (MISSING.test(r.stderr)) return false;
       throw fail('destroy', r);
     },
   };
