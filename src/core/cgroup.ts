@@ -16,8 +16,11 @@ import { RULE_COMMENT_PREFIX } from './names.js';
  *   A P removed and re-created afterwards silently matches nothing, and iptables-save
  *   still prints it: hence the directory's inode in the rule's comment (cgroupComment).
  * - iptables-save prints P as given (`-m cgroup --path "/docker"`, quoted because of the
- *   '/'); `docker`, `/docker/` and `/docker//x` are all accepted and printed unchanged,
- *   so only the canonical form below is ever written, and a rule reads back the same.
+ *   '/'), and the matches in the order given: `-d X/32 -p tcp -m tcp --dport 80 -m cgroup
+ *   --path "/docker" -j REJECT --reject-with tcp-reset`, or `-p tcp -m cgroup --path ...
+ *   -m tcp --dport 80` when the cgroup match came before --dport. `docker`, `/docker/` and
+ *   `/docker//x` are all accepted and printed unchanged, so only the canonical form below
+ *   is ever written, and a rule reads back the same.
  */
 export type CgroupPath = string & { readonly __cgroupPath: unique symbol };
 
@@ -78,6 +81,29 @@ export function isUnder(path: CgroupPath, parent: CgroupPath): boolean {
   return parent === '/' || path === parent || path.startsWith(`${parent}/`);
 }
 
+/**
+ * Where the cgroup v2 hierarchy is mounted, from /proc/self/mountinfo: /sys/fs/cgroup on a
+ * pure v2 host, /sys/fs/cgroup/unified on a hybrid one, null on a pure v1 host. Only a mount
+ * of the hierarchy's root counts: under a bind mount of a subtree, a directory's path would
+ * not be the path the kernel resolves `--path` against.
+ */
+export function cgroup2MountPoint(mountinfo: string): string | null {
+  const mounts: string[] = [];
+  for (const line of mountinfo.split('\n')) {
+    // id parent major:minor root mountpoint options [optional...] - fstype source superoptions
+    const f = line.split(' ');
+    const dash = f.indexOf('-', 6);
+    if (dash < 0 || f[dash + 1] !== 'cgroup2' || f[3] !== '/') continue;
+    mounts.push(unescapeMountField(f[4]!));
+  }
+  return PREFERRED_MOUNTS.find((m) => mounts.includes(m)) ?? mounts[0] ?? null;
+}
+
+const PREFERRED_MOUNTS = ['/sys/fs/cgroup', '/sys/fs/cgroup/unified'];
+
+// mountinfo writes space, tab, newline and backslash in paths as octal escapes (\040).
+const unescapeMountField = (f: string): string => f.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+
 // ---------------------------------------------------------------- rule identity
 
 /** What a cgroup rule's comment records: its content id and the cgroup directory's inode. */
@@ -110,7 +136,7 @@ export function parseCgroupComment(text: string): CgroupCommentFacts | null {
   return Number.isSafeInteger(inode) ? { id: m[1]!, inode } : null;
 }
 
-/** The match of a cgroup rule, in the order iptables-save prints it after `-d ... -p tcp`. */
+/** The match of a cgroup rule. iptables-save prints matches in the order given: render them in that order. */
 export function cgroupMatchArgs(path: CgroupPath): string[] {
   return ['-m', 'cgroup', '--path', path];
 }
@@ -121,8 +147,11 @@ export function cgroupMatchArgs(path: CgroupPath): string[] {
 export interface HostNetContainer {
   readonly id: string;
   readonly name: string;
-  /** The `0::` path of /proc/<pid>/cgroup (validated here), or null when it could not be read. */
-  readonly cgroup: string | null;
+  /**
+   * What parseProcCgroup made of /proc/<pid>/cgroup (CgroupPort.cgroupOfPid), its problem
+   * included for the audit; null when it could not be read (the container stopped).
+   */
+  readonly cgroup: CgroupRead | null;
   readonly labels: Readonly<Record<string, string>>;
   /** For `--network container:X` where X is host-network: X; null for `--network host`. */
   readonly joinsHostVia: string | null;
@@ -173,7 +202,7 @@ export function hostContainerCoverage(input: HostCoverageInput): HostContainerCo
   const exempt = new Set(input.exemptNames.map(bareName));
   const parent = input.parent === null ? null : toCgroupPath(input.parent);
   return input.containers.map((c) => {
-    const read = c.cgroup === null ? null : readCgroupPath(c.cgroup);
+    const read = c.cgroup;
     const cgroup = read?.ok === true ? read.path : null;
     const base = { id: c.id, name: bareName(c.name), cgroup, joinsHostVia: c.joinsHostVia };
     const via = c.joinsHostVia === null ? '' : ` (joins the host network through ${c.joinsHostVia})`;
@@ -184,7 +213,7 @@ export function hostContainerCoverage(input: HostCoverageInput): HostContainerCo
     if (!input.cgroupV2) return out('not-coverable', 'the host has no cgroup v2 hierarchy (cgroup v1 only): the cgroup path match needs v2');
     if (!input.cgroupMatch) return out('not-coverable', "iptables or the kernel lacks the cgroup path match (xt_cgroup, Linux 4.5+)");
     if (read === null) return out('not-coverable', 'its cgroup could not be read (/proc/<pid>/cgroup)');
-    if (!read.ok) return out('not-coverable', `its ${read.problem}`);
+    if (!read.ok) return out('not-coverable', `/proc/<pid>/cgroup ${read.problem}`);
     const path = read.path;
     if (parent !== null && parent !== '/' && input.parentExists && isUnder(path, parent)) return out('parent-rule', `its cgroup is under ${parent}`);
     // A cgroup not named after the container could hold host processes too (the root, a

@@ -5,6 +5,7 @@ import {
   type Coverage,
   type HostCoverageInput,
   type HostNetContainer,
+  cgroup2MountPoint,
   cgroupComment,
   cgroupMatchArgs,
   cgroupPathProblem,
@@ -12,6 +13,7 @@ import {
   isUnder,
   parseCgroupComment,
   parseProcCgroup,
+  readCgroupPath,
   toCgroupPath,
 } from '../../src/core/cgroup.js';
 
@@ -60,6 +62,38 @@ for (const [what, text, problem] of badProc) {
     if (!r.ok) assert.match(r.problem, problem);
   });
 }
+
+// ---------------------------------------------------------------- mountinfo
+
+// This machine's (hybrid): v1 controllers under a tmpfs, cgroup2 at /sys/fs/cgroup/unified.
+const HYBRID_MOUNTINFO = `31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+`;
+const PURE_V2 = '30 24 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n';
+
+test('cgroup2MountPoint: a hybrid host mounts cgroup2 at /sys/fs/cgroup/unified', () => {
+  assert.equal(cgroup2MountPoint(HYBRID_MOUNTINFO), '/sys/fs/cgroup/unified');
+});
+
+test('cgroup2MountPoint: a pure v2 host (optional fields before the dash) mounts it at /sys/fs/cgroup', () => {
+  assert.equal(cgroup2MountPoint(PURE_V2), '/sys/fs/cgroup');
+});
+
+test('cgroup2MountPoint: a pure v1 host has none', () => {
+  assert.equal(cgroup2MountPoint(HYBRID_MOUNTINFO.split('\n').filter((l) => !l.includes('cgroup2')).join('\n')), null);
+});
+
+test('cgroup2MountPoint: a bind mount of a subtree does not count', () => {
+  assert.equal(cgroup2MountPoint('50 24 0:26 /docker/abc /sys/fs/cgroup ro,relatime - cgroup2 cgroup2 rw\n'), null);
+});
+
+test('cgroup2MountPoint: the standard place wins over another mount, and escapes are decoded', () => {
+  const other = '60 24 0:26 / /mnt/my\\040cgroup rw - cgroup2 cgroup2 rw\n';
+  assert.equal(cgroup2MountPoint(other + PURE_V2), '/sys/fs/cgroup');
+  assert.equal(cgroup2MountPoint(other), '/mnt/my cgroup');
+});
 
 // ---------------------------------------------------------------- path validation
 
@@ -148,7 +182,7 @@ const HOST_ID = '42f887fc8e424c2aba857c4bfb28fa3f9ebaddc7e4fd05e78fe6609911b6943
 const container = (o: Partial<HostNetContainer> = {}): HostNetContainer => ({
   id: HOST_ID,
   name: '/monitor',
-  cgroup: `/docker/${HOST_ID}`,
+  cgroup: readCgroupPath(`/docker/${HOST_ID}`),
   labels: {},
   joinsHostVia: null,
   ...o,
@@ -170,8 +204,8 @@ const one = (o: Partial<HostCoverageInput>) => {
 
 const coverageCases: readonly [string, Partial<HostCoverageInput>, Coverage, RegExp][] = [
   ['a container under the parent is covered by the parent rule', {}, 'parent-rule', /under \/docker$/],
-  ['a container outside the parent (its own --cgroup-parent) gets its own rule', { containers: [container({ cgroup: `/custom/${HOST_ID}` })] }, 'own-rule', /outside \/docker \(a per-container --cgroup-parent\)/],
-  ['the systemd driver without cgroup-parent: no parent, own rule', { parent: null, containers: [container({ cgroup: `/system.slice/docker-${HOST_ID}.scope` })] }, 'own-rule', /Docker has none/],
+  ['a container outside the parent (its own --cgroup-parent) gets its own rule', { containers: [container({ cgroup: readCgroupPath(`/custom/${HOST_ID}`) })] }, 'own-rule', /outside \/docker \(a per-container --cgroup-parent\)/],
+  ['the systemd driver without cgroup-parent: no parent, own rule', { parent: null, containers: [container({ cgroup: readCgroupPath(`/system.slice/docker-${HOST_ID}.scope`) })] }, 'own-rule', /Docker has none/],
   ['a parent that does not exist covers nobody', { parentExists: false }, 'own-rule', /\/docker does not exist/],
   ['a parent of / is never used (it would cover the host)', { parent: '/' }, 'own-rule', /"\/" cannot be a parent/],
   ['an invalid parent is never used', { parent: '/docker/../x' }, 'own-rule', /cannot be a parent/],
@@ -182,11 +216,12 @@ const coverageCases: readonly [string, Partial<HostCoverageInput>, Coverage, Reg
   ['exemption holds on a host that could not cover it anyway', { cgroupV2: false, exemptNames: ['monitor'] }, 'exempt', /exemptions/],
   ['a pure cgroup v1 host cannot cover it', { cgroupV2: false }, 'not-coverable', /no cgroup v2 hierarchy/],
   ['without the cgroup match it cannot be covered', { cgroupMatch: false }, 'not-coverable', /lacks the cgroup path match/],
+  ['no 0:: line (a v1-only view) cannot be covered, and says so', { containers: [container({ cgroup: parseProcCgroup('4:memory:/docker/x\n') })] }, 'not-coverable', /no cgroup v2 \(0::\) line/],
   ['an unreadable cgroup cannot be covered', { containers: [container({ cgroup: null })] }, 'not-coverable', /could not be read/],
-  ["a cgroup outside the agent's cgroup namespace cannot be covered", { containers: [container({ cgroup: `/../docker/${HOST_ID}` })] }, 'not-coverable', /\.\. segment/],
-  ['a container in the root cgroup gets no rule (it would cover the host)', { containers: [container({ cgroup: '/' })] }, 'not-coverable', /not the container's own/],
-  ["a cgroup not named after the container gets no rule (host services may share it)", { parent: null, containers: [container({ cgroup: '/system.slice' })] }, 'not-coverable', /not the container's own/],
-  ['a container id that is not Docker-shaped gets no rule', { parent: null, containers: [container({ id: 'x', cgroup: '/x' })] }, 'not-coverable', /not the container's own/],
+  ["a cgroup outside the agent's cgroup namespace cannot be covered", { containers: [container({ cgroup: readCgroupPath(`/../docker/${HOST_ID}`) })] }, 'not-coverable', /\.\. segment/],
+  ['a container in the root cgroup gets no rule (it would cover the host)', { containers: [container({ cgroup: readCgroupPath('/') })] }, 'not-coverable', /not the container's own/],
+  ["a cgroup not named after the container gets no rule (host services may share it)", { parent: null, containers: [container({ cgroup: readCgroupPath('/system.slice') })] }, 'not-coverable', /not the container's own/],
+  ['a container id that is not Docker-shaped gets no rule', { parent: null, containers: [container({ id: 'x', cgroup: readCgroupPath('/x') })] }, 'not-coverable', /not the container's own/],
 ];
 for (const [what, o, coverage, reason] of coverageCases) {
   test(`hostContainerCoverage: ${what}`, () => {
@@ -197,13 +232,13 @@ for (const [what, o, coverage, reason] of coverageCases) {
 }
 
 test('hostContainerCoverage: the cgroup comes back validated, for the own rule to name', () => {
-  const r = one({ parent: null, containers: [container({ cgroup: `/system.slice/docker-${HOST_ID}.scope` })] });
+  const r = one({ parent: null, containers: [container({ cgroup: readCgroupPath(`/system.slice/docker-${HOST_ID}.scope`) })] });
   assert.equal(r.cgroup, `/system.slice/docker-${HOST_ID}.scope`);
   assert.equal(r.name, 'monitor');
 });
 
 test('hostContainerCoverage: an invalid cgroup is never handed on, even for an exempt container', () => {
-  const r = one({ exemptNames: ['monitor'], containers: [container({ cgroup: '/x"y' })] });
+  const r = one({ exemptNames: ['monitor'], containers: [container({ cgroup: readCgroupPath('/x"y') })] });
   assert.equal(r.coverage, 'exempt');
   assert.equal(r.cgroup, null);
 });
@@ -212,7 +247,7 @@ test('hostContainerCoverage: a container joining a host-network one is decided o
   const JOIN_ID = '31efa9289a7bec6731bd3462ef06cc0218c07d3de5d0cd4f2935cc7796b1d935';
   const r = hostContainerCoverage(input({
     exemptNames: ['monitor'],
-    containers: [container(), container({ id: JOIN_ID, name: '/sidecar', cgroup: `/custom/${JOIN_ID}`, joinsHostVia: 'monitor' })],
+    containers: [container(), container({ id: JOIN_ID, name: '/sidecar', cgroup: readCgroupPath(`/custom/${JOIN_ID}`), joinsHostVia: 'monitor' })],
   }));
   assert.deepEqual(r.map((c) => [c.name, c.coverage]), [['monitor', 'exempt'], ['sidecar', 'own-rule']]);
   assert.match(r[1]!.reason, /joins the host network through monitor/);
