@@ -21,12 +21,25 @@ export interface Lab {
   readonly dir: string;
   /** unix:///…/docker.sock of the lab's dockerd. */
   readonly dockerHost: string;
+  /**
+   * The cgroup the lab's dockerd puts every container under (daemon.json cgroup-parent,
+   * `/imdsg-<name>`), relative to each hierarchy's root: on this hybrid host that is
+   * /sys/fs/cgroup/unified/imdsg-<name>/<id> for cgroup v2. A test that gives a container
+   * its own `--cgroup-parent` names it `${cgroupParent}.<suffix>` so `down` removes it too.
+   */
+  readonly cgroupParent: string;
   /** The docker CLI against the lab's daemon. Never throws on a non-zero exit. */
   docker(args: readonly string[], opts?: { timeoutMs?: number }): Promise<ProcResult>;
   /** `nsenter --net=/run/netns/<netns> cmd args`. Never throws on a non-zero exit. */
   inHost(cmd: string, args: readonly string[], opts?: { input?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number }): Promise<ProcResult>;
   /** One container on `network` asks the metadata server for the fake role credentials. */
   probe(network: string): Promise<ProbeResult>;
+  /** The same from a `--network host` container (its packets take the host's OUTPUT chain). */
+  probeHost(): Promise<ProbeResult>;
+  /** The same from a plain process in the lab host's network namespace, outside Docker's cgroups. */
+  probeHostProcess(): Promise<ProbeResult>;
+  /** The same from a container run with `--network container:<container>`. */
+  probeJoin(container: string): Promise<ProbeResult>;
   /** Stops the lab's dockerd and starts it again with the same arguments. */
   restartDocker(): Promise<void>;
   /** Removes everything the lab created. Safe to call more than once. */
@@ -102,6 +115,15 @@ function required(env: Record<string, string>, key: string, dir: string): string
   return v;
 }
 
+/** Runs one of scripts/lab's probe verbs: they all print nc's output and exit 0 on credentials. */
+async function probeBy(args: readonly string[]): Promise<ProbeResult> {
+  const t0 = performance.now();
+  const r = await runProc('bash', [LAB_SCRIPT, ...args], { timeoutMs: 60_000 });
+  const ms = performance.now() - t0;
+  const output = r.stdout + r.stderr;
+  return { gotCredentials: r.code === 0 && r.stdout.includes(CRED_MARKER), refused: /Connection refused/.test(output), ms, output };
+}
+
 /**
  * Brings lab NAME up with `scripts/lab up` and returns a handle to it. A lab of that
  * name left over from an earlier run is torn down first unless `reuse` is set, so a
@@ -128,13 +150,11 @@ export async function startLab(name = 'lab', opts: { reuse?: boolean } = {}): Pr
     docker: (args, o = {}) => runProc('docker', ['-H', dockerHost, ...args], { env: dockerEnv, timeoutMs: o.timeoutMs }),
     inHost: (cmd, args, o = {}) =>
       runProc('nsenter', [`--net=/run/netns/${netns}`, cmd, ...args], { input: o.input, env: o.env, timeoutMs: o.timeoutMs }),
-    probe: async (network) => {
-      const t0 = performance.now();
-      const r = await runProc('bash', [LAB_SCRIPT, 'probe', network, name], { timeoutMs: 60_000 });
-      const ms = performance.now() - t0;
-      const output = r.stdout + r.stderr;
-      return { gotCredentials: r.code === 0 && r.stdout.includes(CRED_MARKER), refused: /Connection refused/.test(output), ms, output };
-    },
+    cgroupParent: required(env, 'LAB_CGROUP_PARENT', dir),
+    probe: (network) => probeBy(['probe', network, name]),
+    probeHost: () => probeBy(['probe-host', name]),
+    probeHostProcess: () => probeBy(['probe-host-process', name]),
+    probeJoin: (container) => probeBy(['probe-join', container, name]),
     restartDocker: async () => void (await script('restart-docker', [name], DOWN_TIMEOUT_MS)),
     down: async () => {
       await script('down', [name], DOWN_TIMEOUT_MS);

@@ -1,0 +1,231 @@
+import { RULE_COMMENT_PREFIX } from './names.js';
+
+/**
+ * cgroup v2 paths, as iptables' `-m cgroup --path P` takes them. Verified on kernel 6.18
+ * with iptables 1.8.9, both backends, IPv4 and IPv6, REJECT --reject-with tcp-reset:
+ * - P is relative to the root of the cgroup v2 hierarchy *of the inserting process's
+ *   cgroup namespace*, wherever that hierarchy is mounted (/sys/fs/cgroup on a pure v2
+ *   host, /sys/fs/cgroup/unified on a hybrid one). /proc/<pid>/cgroup's `0::` line is
+ *   relative to the same root, and names a cgroup outside the reader's namespace with
+ *   leading `/..` segments: such a path is refused here, never turned into a rule.
+ * - It matches sockets created in P and in every descendant of P; a socket keeps the
+ *   cgroup of the process that created it, so a process must be moved before it connects.
+ * - P is resolved to a cgroup once, when the rule is inserted. A P that does not exist is
+ *   refused (iptables-nft exits 4, "RULE_APPEND failed (Invalid argument)"; iptables-legacy
+ *   exits 1, "Invalid argument"); iptables-restore fails the same way, but `--test` exits 0.
+ *   A P removed and re-created afterwards silently matches nothing, and iptables-save
+ *   still prints it: hence the directory's inode in the rule's comment (cgroupComment).
+ * - iptables-save prints P as given (`-m cgroup --path "/docker"`, quoted because of the
+ *   '/'), and the matches in the order given: `-d X/32 -p tcp -m tcp --dport 80 -m cgroup
+ *   --path "/docker" -j REJECT --reject-with tcp-reset`, or `-p tcp -m cgroup --path ...
+ *   -m tcp --dport 80` when the cgroup match came before --dport. `docker`, `/docker/` and
+ *   `/docker//x` are all accepted and printed unchanged, so only the canonical form below
+ *   is ever written, and a rule reads back the same.
+ */
+export type CgroupPath = string & { readonly __cgroupPath: unique symbol };
+
+// Far below the kernel's XT_CGROUP_PATH_MAX (4096); a Docker cgroup is under 100 bytes and
+// a Kubernetes pod's nested slices under 200. A longer one is not a container's.
+const MAX_PATH = 1024;
+// NAME_MAX: each segment is a directory name.
+const MAX_SEGMENT = 255;
+// Letters, digits and the punctuation systemd unit names and Docker ids use. The path goes
+// into iptables-restore payloads and a boot script's quoted here-document: no quote,
+// backslash, whitespace, '$' or glob character ever has to be escaped.
+const SEGMENT = /^[A-Za-z0-9._@:+=,-]+$/;
+
+/** Why `path` is not a canonical cgroup v2 path we would put in a rule, or null. */
+export function cgroupPathProblem(path: string): string | null {
+  if (path === '/') return null;
+  if (path === '') return 'is empty';
+  if (!path.startsWith('/')) return 'does not start with /';
+  if (path.length > MAX_PATH) return `is longer than ${MAX_PATH} characters`;
+  const segments = path.slice(1).split('/');
+  for (const s of segments) {
+    if (s === '') return 'has an empty segment (// or a trailing /)';
+    if (s === '..') return 'has a .. segment (a cgroup outside our cgroup namespace: run with the host cgroup namespace)';
+    if (s === '.') return 'has a . segment';
+    if (s.length > MAX_SEGMENT) return `has a segment longer than ${MAX_SEGMENT} characters`;
+    if (!SEGMENT.test(s)) return 'has a character other than letters, digits and . _ @ : + = , -';
+  }
+  return null;
+}
+
+export type CgroupRead = { readonly ok: true; readonly path: CgroupPath } | { readonly ok: false; readonly problem: string };
+
+/** `path` checked once: a CgroupPath, or what is wrong with it, the path quoted (it is untrusted and goes into logs). */
+export function readCgroupPath(path: string): CgroupRead {
+  const problem = cgroupPathProblem(path);
+  return problem === null ? { ok: true, path: path as CgroupPath } : { ok: false, problem: `cgroup ${JSON.stringify(path)} ${problem}` };
+}
+
+/** `path` as a CgroupPath, or null when cgroupPathProblem finds fault with it. */
+export function toCgroupPath(path: string): CgroupPath | null {
+  const r = readCgroupPath(path);
+  return r.ok ? r.path : null;
+}
+
+/**
+ * The cgroup v2 path in the text of /proc/<pid>/cgroup: its `0::PATH` line, which a hybrid
+ * host has beside the v1 lines (`N:controllers:PATH`) and a pure v1 host lacks.
+ */
+export function parseProcCgroup(text: string): CgroupRead {
+  const lines = text.split('\n').filter((l) => l.startsWith('0::'));
+  if (lines.length === 0) return { ok: false, problem: 'has no cgroup v2 (0::) line: the host has no unified hierarchy' };
+  if (lines.length > 1) return { ok: false, problem: 'has more than one cgroup v2 (0::) line' };
+  return readCgroupPath(lines[0]!.slice(3));
+}
+
+/** Whether `path` is `parent` or one of its descendants, segment by segment ("/a" is not under "/ab"). */
+export function isUnder(path: CgroupPath, parent: CgroupPath): boolean {
+  return parent === '/' || path === parent || path.startsWith(`${parent}/`);
+}
+
+/**
+ * Where the cgroup v2 hierarchy is mounted, from /proc/self/mountinfo: /sys/fs/cgroup on a
+ * pure v2 host, /sys/fs/cgroup/unified on a hybrid one, null on a pure v1 host. Only a mount
+ * of the hierarchy's root counts: under a bind mount of a subtree, a directory's path would
+ * not be the path the kernel resolves `--path` against.
+ */
+export function cgroup2MountPoint(mountinfo: string): string | null {
+  const mounts: string[] = [];
+  for (const line of mountinfo.split('\n')) {
+    // id parent major:minor root mountpoint options [optional...] - fstype source superoptions
+    const f = line.split(' ');
+    const dash = f.indexOf('-', 6);
+    if (dash < 0 || f[dash + 1] !== 'cgroup2' || f[3] !== '/') continue;
+    mounts.push(unescapeMountField(f[4]!));
+  }
+  return PREFERRED_MOUNTS.find((m) => mounts.includes(m)) ?? mounts[0] ?? null;
+}
+
+const PREFERRED_MOUNTS = ['/sys/fs/cgroup', '/sys/fs/cgroup/unified'];
+
+// mountinfo writes space, tab, newline and backslash in paths as octal escapes (\040).
+const unescapeMountField = (f: string): string => f.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+
+// ---------------------------------------------------------------- rule identity
+
+/** What a cgroup rule's comment records: its content id and the cgroup directory's inode. */
+export interface CgroupCommentFacts {
+  readonly id: string;
+  readonly inode: number;
+}
+
+const ID = /^[0-9a-f]{12}$/;
+// After RULE_COMMENT_PREFIX. 16 digits: inodes past 2^53 are refused below, not rounded.
+const CGROUP_COMMENT_REST = /^([0-9a-f]{12}) cgino=([1-9][0-9]{0,15})$/;
+
+/**
+ * `imds-guard:<id> cgino=<inode>`. On cgroup v2 the inode is the cgroup's id, which the
+ * kernel never reuses within a boot (verified: re-created, /imdsg-test went from 272 to
+ * 310), so a rule whose inode is not the directory's names a cgroup that is gone, and
+ * matches nothing. Read back from iptables-save, it needs no state file.
+ */
+export function cgroupComment(id: string, inode: number): string {
+  if (!ID.test(id)) throw new RangeError(`rule id ${JSON.stringify(id)} is not 12 hex digits`);
+  if (!Number.isSafeInteger(inode) || inode < 1) throw new RangeError(`inode ${inode} is not a positive integer`);
+  return `${RULE_COMMENT_PREFIX}${id} cgino=${inode}`;
+}
+
+/** The facts in a comment read back from the table (untrusted), or null if it is not one of cgroupComment's. */
+export function parseCgroupComment(text: string): CgroupCommentFacts | null {
+  const m = text.startsWith(RULE_COMMENT_PREFIX) ? CGROUP_COMMENT_REST.exec(text.slice(RULE_COMMENT_PREFIX.length)) : null;
+  if (m === null) return null;
+  const inode = Number(m[2]);
+  return Number.isSafeInteger(inode) ? { id: m[1]!, inode } : null;
+}
+
+/** The match of a cgroup rule. iptables-save prints matches in the order given: render them in that order. */
+export function cgroupMatchArgs(path: CgroupPath): string[] {
+  return ['-m', 'cgroup', '--path', path];
+}
+
+// ---------------------------------------------------------------- host-network containers
+
+/** A running container that shares the host's network stack, as observed. */
+export interface HostNetContainer {
+  readonly id: string;
+  readonly name: string;
+  /**
+   * What parseProcCgroup made of /proc/<pid>/cgroup (CgroupPort.cgroupOfPid), its problem
+   * included for the audit; null when it could not be read (the container stopped).
+   */
+  readonly cgroup: CgroupRead | null;
+  readonly labels: Readonly<Record<string, string>>;
+  /** For `--network container:X` where X is host-network: X; null for `--network host`. */
+  readonly joinsHostVia: string | null;
+}
+
+export type Coverage = 'parent-rule' | 'own-rule' | 'exempt' | 'not-coverable';
+
+export interface HostContainerCoverage {
+  readonly id: string;
+  readonly name: string;
+  /**
+   * The validated cgroup: the path of an own-rule, or of an exemption's return rule. Null
+   * when unknown; an exempt container without one gets no return rule, so under the parent
+   * it stays blocked (closed, never open by mistake).
+   */
+  readonly cgroup: CgroupPath | null;
+  readonly joinsHostVia: string | null;
+  readonly coverage: Coverage;
+  /** Why, in words for the audit. */
+  readonly reason: string;
+}
+
+export interface HostCoverageInput {
+  readonly containers: readonly HostNetContainer[];
+  /** Docker's container parent cgroup (cgroupfs `/docker`, a `cgroup-parent` slice), or null if it has none. */
+  readonly parent: string | null;
+  readonly parentExists: boolean;
+  /** Container names exempted by configuration, with or without Docker's leading '/'. */
+  readonly exemptNames: readonly string[];
+  /** The kernel and iptables take `-m cgroup --path` (CgroupPort.hasCgroupMatch). */
+  readonly cgroupMatch: boolean;
+  /** The host has a cgroup v2 hierarchy (CgroupPort.v2Root() is not null). */
+  readonly cgroupV2: boolean;
+}
+
+export const ALLOW_LABEL = 'imds-guard.allow';
+
+// Docker's full id (64 hex digits) or a prefix of it long enough to be unique in practice.
+const DOCKER_ID = /^[0-9a-f]{12,64}$/;
+const bareName = (name: string): string => name.replace(/^\//, '');
+
+/**
+ * How each host-network container is kept from the endpoints. Exemption comes first (it is
+ * a decision, whatever the host can do); then what the host cannot do; then the parent rule
+ * for containers under Docker's parent; else a rule for the container's own cgroup.
+ */
+export function hostContainerCoverage(input: HostCoverageInput): HostContainerCoverage[] {
+  const exempt = new Set(input.exemptNames.map(bareName));
+  const parent = input.parent === null ? null : toCgroupPath(input.parent);
+  return input.containers.map((c) => {
+    const read = c.cgroup;
+    const cgroup = read?.ok === true ? read.path : null;
+    const base = { id: c.id, name: bareName(c.name), cgroup, joinsHostVia: c.joinsHostVia };
+    const via = c.joinsHostVia === null ? '' : ` (joins the host network through ${c.joinsHostVia})`;
+    const out = (coverage: Coverage, reason: string): HostContainerCoverage => ({ ...base, coverage, reason: reason + via });
+
+    if (c.labels[ALLOW_LABEL] === 'true') return out('exempt', `label ${ALLOW_LABEL}=true`);
+    if (exempt.has(bareName(c.name))) return out('exempt', "named in the configuration's exemptions");
+    if (!input.cgroupV2) return out('not-coverable', 'the host has no cgroup v2 hierarchy (cgroup v1 only): the cgroup path match needs v2');
+    if (!input.cgroupMatch) return out('not-coverable', "iptables or the kernel lacks the cgroup path match (xt_cgroup, Linux 4.5+)");
+    if (read === null) return out('not-coverable', 'its cgroup could not be read (/proc/<pid>/cgroup)');
+    if (!read.ok) return out('not-coverable', `/proc/<pid>/cgroup ${read.problem}`);
+    const path = read.path;
+    if (parent !== null && parent !== '/' && input.parentExists && isUnder(path, parent)) return out('parent-rule', `its cgroup is under ${parent}`);
+    // A cgroup not named after the container could hold host processes too (the root, a
+    // slice of services): an exact rule there would cut the host off.
+    if (!DOCKER_ID.test(c.id) || !path.split('/').at(-1)!.includes(c.id)) return out('not-coverable', `its cgroup ${path} is not the container's own (its last segment does not name the container's id)`);
+    return out('own-rule', `its cgroup is ${ownReason(input.parent, parent, input.parentExists)}`);
+  });
+}
+
+function ownReason(given: string | null, parent: CgroupPath | null, exists: boolean): string {
+  if (given === null) return "outside any parent: Docker has none (systemd driver without cgroup-parent)";
+  if (parent === null || parent === '/') return `outside any parent: ${JSON.stringify(given)} cannot be a parent`;
+  if (!exists) return `outside any parent: ${parent} does not exist`;
+  return `outside ${parent} (a per-container --cgroup-parent)`;
+}

@@ -1,0 +1,258 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import {
+  type CgroupPath,
+  type Coverage,
+  type HostCoverageInput,
+  type HostNetContainer,
+  cgroup2MountPoint,
+  cgroupComment,
+  cgroupMatchArgs,
+  cgroupPathProblem,
+  hostContainerCoverage,
+  isUnder,
+  parseCgroupComment,
+  parseProcCgroup,
+  readCgroupPath,
+  toCgroupPath,
+} from '../../src/core/cgroup.js';
+
+const path = (p: string): CgroupPath => {
+  const c = toCgroupPath(p);
+  assert.ok(c, `${p} should be a valid cgroup path`);
+  return c;
+};
+
+// ---------------------------------------------------------------- /proc/<pid>/cgroup
+
+const ID = 'a73dd48c6b77a49e0cbfe97ac330bc7b069f524f2492fd53c710c1efe67c84b8';
+// What the lab's container showed on this hybrid host (dockerd 20.10, cgroupfs, cgroup-parent /imdsg-cgfacts).
+const HYBRID = [
+  `9:name=systemd:/imdsg-cgfacts/${ID}`,
+  `8:pids:/imdsg-cgfacts/${ID}`,
+  `4:memory:/imdsg-cgfacts/${ID}`,
+  `1:cpu:/imdsg-cgfacts/${ID}`,
+  `0::/imdsg-cgfacts/${ID}`,
+  '',
+].join('\n');
+
+test('parseProcCgroup: a hybrid host gives the 0:: line, not a v1 one', () => {
+  assert.deepEqual(parseProcCgroup(HYBRID), { ok: true, path: `/imdsg-cgfacts/${ID}` });
+});
+
+test('parseProcCgroup: a pure v2 host with the systemd driver', () => {
+  assert.deepEqual(parseProcCgroup(`0::/system.slice/docker-${ID}.scope\n`), { ok: true, path: `/system.slice/docker-${ID}.scope` });
+});
+
+test('parseProcCgroup: the root cgroup is read as /', () => {
+  assert.deepEqual(parseProcCgroup('0::/\n'), { ok: true, path: '/' });
+});
+
+const badProc: readonly [string, string, RegExp][] = [
+  ['a pure v1 host has no 0:: line', '4:memory:/docker/x\n1:cpu:/docker/x\n', /no cgroup v2 \(0::\) line/],
+  ['empty text', '', /no cgroup v2/],
+  ['two 0:: lines', '0::/a\n0::/b\n', /more than one/],
+  ["a cgroup outside the reader's cgroup namespace", '0::/../../docker/x\n', /"\/\.\.\/\.\.\/docker\/x" has a \.\. segment/],
+  ['a dead cgroup', '0::/docker/x (deleted)\n', /has a character other than/],
+];
+for (const [what, text, problem] of badProc) {
+  test(`parseProcCgroup refuses ${what}`, () => {
+    const r = parseProcCgroup(text);
+    assert.equal(r.ok, false);
+    if (!r.ok) assert.match(r.problem, problem);
+  });
+}
+
+// ---------------------------------------------------------------- mountinfo
+
+// This machine's (hybrid): v1 controllers under a tmpfs, cgroup2 at /sys/fs/cgroup/unified.
+const HYBRID_MOUNTINFO = `31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+`;
+const PURE_V2 = '30 24 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n';
+
+test('cgroup2MountPoint: a hybrid host mounts cgroup2 at /sys/fs/cgroup/unified', () => {
+  assert.equal(cgroup2MountPoint(HYBRID_MOUNTINFO), '/sys/fs/cgroup/unified');
+});
+
+test('cgroup2MountPoint: a pure v2 host (optional fields before the dash) mounts it at /sys/fs/cgroup', () => {
+  assert.equal(cgroup2MountPoint(PURE_V2), '/sys/fs/cgroup');
+});
+
+test('cgroup2MountPoint: a pure v1 host has none', () => {
+  assert.equal(cgroup2MountPoint(HYBRID_MOUNTINFO.split('\n').filter((l) => !l.includes('cgroup2')).join('\n')), null);
+});
+
+test('cgroup2MountPoint: a bind mount of a subtree does not count', () => {
+  assert.equal(cgroup2MountPoint('50 24 0:26 /docker/abc /sys/fs/cgroup ro,relatime - cgroup2 cgroup2 rw\n'), null);
+});
+
+test('cgroup2MountPoint: the standard place wins over another mount, and escapes are decoded', () => {
+  const other = '60 24 0:26 / /mnt/my\\040cgroup rw - cgroup2 cgroup2 rw\n';
+  assert.equal(cgroup2MountPoint(other + PURE_V2), '/sys/fs/cgroup');
+  assert.equal(cgroup2MountPoint(other), '/mnt/my cgroup');
+});
+
+// ---------------------------------------------------------------- path validation
+
+for (const ok of ['/', '/docker', `/docker/${ID}`, '/docker.slice', `/system.slice/docker-${ID}.scope`, '/user.slice/user@1000.service', '/a:b/c=d,e+f']) {
+  test(`cgroupPathProblem accepts ${ok}`, () => assert.equal(cgroupPathProblem(ok), null));
+}
+
+const badPaths: readonly [string, RegExp][] = [
+  ['', /is empty/],
+  ['docker', /does not start with \//],
+  ['/docker/', /empty segment/],
+  ['/docker//x', /empty segment/],
+  ['/docker/../etc', /\.\. segment/],
+  ['/./docker', /\. segment/],
+  ['/do cker', /character other than/],
+  ['/docker"x', /character other than/],
+  ["/docker'x", /character other than/],
+  ['/docker\nx', /character other than/],
+  ['/docker$(id)', /character other than/],
+  ['/docker`id`', /character other than/],
+  ['/dock\\x2der', /character other than/],
+  ['/dock*er', /character other than/],
+  ['/dockér', /character other than/],
+  [`/${'a'.repeat(256)}`, /segment longer than 255/],
+  [`/${'a/'.repeat(600)}a`, /longer than 1024/],
+];
+for (const [p, problem] of badPaths) {
+  test(`cgroupPathProblem refuses ${JSON.stringify(p.slice(0, 40))}`, () => {
+    assert.match(cgroupPathProblem(p) ?? 'accepted', problem);
+    assert.equal(toCgroupPath(p), null);
+  });
+}
+
+test('isUnder: the parent itself, a child and a grandchild are under it', () => {
+  for (const p of ['/docker', '/docker/x', '/docker/x/y']) assert.equal(isUnder(path(p), path('/docker')), true, p);
+});
+
+test('isUnder: a sibling sharing a prefix is not under it', () => {
+  assert.equal(isUnder(path('/dockerd/x'), path('/docker')), false);
+  assert.equal(isUnder(path('/docker'), path('/docker/x')), false);
+  assert.equal(isUnder(path('/'), path('/docker')), false);
+});
+
+test('isUnder: everything is under /', () => {
+  assert.equal(isUnder(path('/a/b'), path('/')), true);
+});
+
+test('cgroupMatchArgs names the path for -m cgroup', () => {
+  assert.deepEqual(cgroupMatchArgs(path('/docker')), ['-m', 'cgroup', '--path', '/docker']);
+});
+
+// ---------------------------------------------------------------- comments
+
+test('cgroupComment records the rule id and the inode, and parses back', () => {
+  const text = cgroupComment('0123456789ab', 310);
+  assert.equal(text, 'imds-guard:0123456789ab cgino=310');
+  assert.deepEqual(parseCgroupComment(text), { id: '0123456789ab', inode: 310 });
+});
+
+test('cgroupComment refuses what it could not parse back', () => {
+  assert.throws(() => cgroupComment('xyz', 1), RangeError);
+  assert.throws(() => cgroupComment('0123456789ab', 0), RangeError);
+  assert.throws(() => cgroupComment('0123456789ab', 1.5), RangeError);
+  assert.throws(() => cgroupComment('0123456789ab', 2 ** 53), RangeError);
+});
+
+for (const bad of [
+  'imds-guard:0123456789ab', // a nat rule's comment: no inode
+  'imds-guard:0123456789ab cgino=0',
+  'imds-guard:0123456789ab cgino=0310',
+  'imds-guard:0123456789ab cgino=-1',
+  'imds-guard:0123456789ab cgino=310 ',
+  'imds-guard:0123456789ab cgino=310 extra',
+  'imds-guard:0123456789AB cgino=310',
+  'imds-guard:0123456789abc cgino=310',
+  'someone-else:0123456789ab cgino=310',
+  'imds-guard:0123456789ab cgino=99999999999999999', // past 2^53: would round
+  'imds-guard:0123456789ab cgino=9999999999999999',
+]) {
+  test(`parseCgroupComment refuses ${JSON.stringify(bad)}`, () => assert.equal(parseCgroupComment(bad), null));
+}
+
+// ---------------------------------------------------------------- coverage
+
+const HOST_ID = '42f887fc8e424c2aba857c4bfb28fa3f9ebaddc7e4fd05e78fe6609911b69438';
+const container = (o: Partial<HostNetContainer> = {}): HostNetContainer => ({
+  id: HOST_ID,
+  name: '/monitor',
+  cgroup: readCgroupPath(`/docker/${HOST_ID}`),
+  labels: {},
+  joinsHostVia: null,
+  ...o,
+});
+const input = (o: Partial<HostCoverageInput> = {}): HostCoverageInput => ({
+  containers: [container()],
+  parent: '/docker',
+  parentExists: true,
+  exemptNames: [],
+  cgroupMatch: true,
+  cgroupV2: true,
+  ...o,
+});
+const one = (o: Partial<HostCoverageInput>) => {
+  const r = hostContainerCoverage(input(o));
+  assert.equal(r.length, 1);
+  return r[0]!;
+};
+
+const coverageCases: readonly [string, Partial<HostCoverageInput>, Coverage, RegExp][] = [
+  ['a container under the parent is covered by the parent rule', {}, 'parent-rule', /under \/docker$/],
+  ['a container outside the parent (its own --cgroup-parent) gets its own rule', { containers: [container({ cgroup: readCgroupPath(`/custom/${HOST_ID}`) })] }, 'own-rule', /outside \/docker \(a per-container --cgroup-parent\)/],
+  ['the systemd driver without cgroup-parent: no parent, own rule', { parent: null, containers: [container({ cgroup: readCgroupPath(`/system.slice/docker-${HOST_ID}.scope`) })] }, 'own-rule', /Docker has none/],
+  ['a parent that does not exist covers nobody', { parentExists: false }, 'own-rule', /\/docker does not exist/],
+  ['a parent of / is never used (it would cover the host)', { parent: '/' }, 'own-rule', /"\/" cannot be a parent/],
+  ['an invalid parent is never used', { parent: '/docker/../x' }, 'own-rule', /cannot be a parent/],
+  ['the allow label exempts', { containers: [container({ labels: { 'imds-guard.allow': 'true' } })] }, 'exempt', /label imds-guard\.allow=true/],
+  ['an allow label other than "true" does not exempt', { containers: [container({ labels: { 'imds-guard.allow': 'yes' } })] }, 'parent-rule', /under/],
+  ['a name in the configuration exempts, with or without the leading /', { exemptNames: ['monitor'] }, 'exempt', /configuration's exemptions/],
+  ['a configured name with a leading / exempts too', { exemptNames: ['/monitor'] }, 'exempt', /exemptions/],
+  ['exemption holds on a host that could not cover it anyway', { cgroupV2: false, exemptNames: ['monitor'] }, 'exempt', /exemptions/],
+  ['a pure cgroup v1 host cannot cover it', { cgroupV2: false }, 'not-coverable', /no cgroup v2 hierarchy/],
+  ['without the cgroup match it cannot be covered', { cgroupMatch: false }, 'not-coverable', /lacks the cgroup path match/],
+  ['no 0:: line (a v1-only view) cannot be covered, and says so', { containers: [container({ cgroup: parseProcCgroup('4:memory:/docker/x\n') })] }, 'not-coverable', /no cgroup v2 \(0::\) line/],
+  ['an unreadable cgroup cannot be covered', { containers: [container({ cgroup: null })] }, 'not-coverable', /could not be read/],
+  ["a cgroup outside the agent's cgroup namespace cannot be covered", { containers: [container({ cgroup: readCgroupPath(`/../docker/${HOST_ID}`) })] }, 'not-coverable', /\.\. segment/],
+  ['a container in the root cgroup gets no rule (it would cover the host)', { containers: [container({ cgroup: readCgroupPath('/') })] }, 'not-coverable', /not the container's own/],
+  ["a cgroup not named after the container gets no rule (host services may share it)", { parent: null, containers: [container({ cgroup: readCgroupPath('/system.slice') })] }, 'not-coverable', /not the container's own/],
+  ['a container id that is not Docker-shaped gets no rule', { parent: null, containers: [container({ id: 'x', cgroup: readCgroupPath('/x') })] }, 'not-coverable', /not the container's own/],
+];
+for (const [what, o, coverage, reason] of coverageCases) {
+  test(`hostContainerCoverage: ${what}`, () => {
+    const r = one(o);
+    assert.equal(r.coverage, coverage, r.reason);
+    assert.match(r.reason, reason);
+  });
+}
+
+test('hostContainerCoverage: the cgroup comes back validated, for the own rule to name', () => {
+  const r = one({ parent: null, containers: [container({ cgroup: readCgroupPath(`/system.slice/docker-${HOST_ID}.scope`) })] });
+  assert.equal(r.cgroup, `/system.slice/docker-${HOST_ID}.scope`);
+  assert.equal(r.name, 'monitor');
+});
+
+test('hostContainerCoverage: an invalid cgroup is never handed on, even for an exempt container', () => {
+  const r = one({ exemptNames: ['monitor'], containers: [container({ cgroup: readCgroupPath('/x"y') })] });
+  assert.equal(r.coverage, 'exempt');
+  assert.equal(r.cgroup, null);
+});
+
+test('hostContainerCoverage: a container joining a host-network one is decided on its own cgroup, and says whom it joins', () => {
+  const JOIN_ID = '31efa9289a7bec6731bd3462ef06cc0218c07d3de5d0cd4f2935cc7796b1d935';
+  const r = hostContainerCoverage(input({
+    exemptNames: ['monitor'],
+    containers: [container(), container({ id: JOIN_ID, name: '/sidecar', cgroup: readCgroupPath(`/custom/${JOIN_ID}`), joinsHostVia: 'monitor' })],
+  }));
+  assert.deepEqual(r.map((c) => [c.name, c.coverage]), [['monitor', 'exempt'], ['sidecar', 'own-rule']]);
+  assert.match(r[1]!.reason, /joins the host network through monitor/);
+});
+
+test('hostContainerCoverage: no containers, no coverage', () => {
+  assert.deepEqual(hostContainerCoverage(input({ containers: [] })), []);
+});

@@ -1,0 +1,91 @@
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { toCgroupPath } from '../../src/core/cgroup.js';
+import { CommandError } from '../../src/errors.js';
+import { createCgroups } from '../../src/shell/cgroups.js';
+import type { ProcessResult, RunProcess } from '../../src/shell/exec.js';
+
+/** The adapter's decisions with a recording runner and a /proc of our own making. */
+const dirs: string[] = [];
+after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+function fakeProc(files: Record<string, string>): string {
+  const d = mkdtempSync(join(tmpdir(), 'imdsg-proc-'));
+  dirs.push(d);
+  for (const [name, text] of Object.entries(files)) {
+    mkdirSync(join(d, name, '..'), { recursive: true });
+    writeFileSync(join(d, name), text);
+  }
+  return d;
+}
+
+function recorder(result: Partial<ProcessResult>): { run: RunProcess; calls: { file: string; args: readonly string[]; input: string | undefined }[] } {
+  const calls: { file: string; args: readonly string[]; input: string | undefined }[] = [];
+  const run: RunProcess = async (file, args, opts) => {
+    calls.push({ file, args, input: opts?.input });
+    return { code: 0, stdout: '', stderr: '', ...result };
+  };
+  return { run, calls };
+}
+
+const MATCHES = 'tcp\ncgroup\ncgroup\ncomment\n';
+
+test('hasCgroupMatch runs the backend and family asked for, with --test, a scratch chain and the lock wait', async () => {
+  const { run, calls } = recorder({});
+  const port = createCgroups(run, { lockWaitSeconds: 7, proc: fakeProc({ 'net/ip6_tables_matches': MATCHES }) });
+  assert.equal((await port.hasCgroupMatch('ipv6', 'legacy')).available, true);
+  assert.equal(calls.length, 1);
+  assert.equal(calls[0]!.file, 'ip6tables-legacy-restore');
+  assert.deepEqual(calls[0]!.args, ['--test', '--noflush', '-w', '7']);
+  assert.equal(calls[0]!.input, '*filter\n:IMDS-GUARD-PROBE - [0:0]\n-A IMDS-GUARD-PROBE -m cgroup --path / -j RETURN\nCOMMIT\n');
+});
+
+test('hasCgroupMatch: iptables refusing the match (exit 2) means no match, whatever the kernel lists', async () => {
+  const { run } = recorder({ code: 2, stderr: "iptables-restore: unknown option \"--path\"\nError occurred at line: 3\n" });
+  const probe = await createCgroups(run, { lockWaitSeconds: 5, proc: fakeProc({ 'net/ip_tables_matches': MATCHES }) }).hasCgroupMatch('ipv4', 'nft');
+  assert.equal(probe.available, false);
+  assert.match(probe.why, /--test refused -m cgroup --path \(exit 2\): iptables-restore: unknown option/);
+});
+
+test('hasCgroupMatch: --test passing is not enough; the kernel must list the match', async () => {
+  const { run } = recorder({ code: 0, stderr: 'Warning: Extension cgroup revision 0 not supported, missing kernel module?\n' });
+  const probe = await createCgroups(run, { lockWaitSeconds: 5, proc: fakeProc({ 'net/ip_tables_matches': 'tcp\ncomment\n' }) }).hasCgroupMatch('ipv4', 'nft');
+  assert.equal(probe.available, false);
+  assert.match(probe.why, /the kernel has no cgroup match/);
+});
+
+test('hasCgroupMatch: a kernel without xtables at all has no match', async () => {
+  const { run } = recorder({});
+  const probe = await createCgroups(run, { lockWaitSeconds: 5, proc: fakeProc({}) }).hasCgroupMatch('ipv4', 'nft');
+  assert.equal(probe.available, false);
+  assert.match(probe.why, /ip_tables_matches is missing/);
+});
+
+test('hasCgroupMatch: the legacy lock held is an error, not a missing match', async () => {
+  const { run } = recorder({ code: 4, stderr: 'Another app is currently holding the xtables lock.\n' });
+  const port = createCgroups(run, { lockWaitSeconds: 5, proc: fakeProc({ 'net/ip_tables_matches': MATCHES }) });
+  await assert.rejects(port.hasCgroupMatch('ipv4', 'legacy'), (e) => e instanceof CommandError && e.code === 'lock-held');
+});
+
+test('v2Root reads mountinfo; a pure v1 host has none, and then no inode and no directory', async () => {
+  const { run } = recorder({});
+  const v1 = createCgroups(run, { lockWaitSeconds: 5, proc: fakeProc({ 'self/mountinfo': '32 31 0:29 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n' }) });
+  assert.equal(await v1.v2Root(), null);
+  assert.equal(await v1.inode(toCgroupPath('/docker')!), null);
+  assert.equal(await v1.ensureDir(toCgroupPath('/docker')!), false);
+});
+
+test('cgroupOfPid parses /proc/<pid>/cgroup, and a gone or nonsensical pid is null', async () => {
+  const { run } = recorder({});
+  const port = createCgroups(run, { lockWaitSeconds: 5, proc: fakeProc({ '42/cgroup': '4:memory:/docker/x\n0::/docker/x\n', '43/cgroup': '0::/../x\n' }) });
+  assert.deepEqual(await port.cgroupOfPid(42), { ok: true, path: '/docker/x' });
+  const outside = await port.cgroupOfPid(43);
+  assert.equal(outside?.ok, false);
+  assert.equal(await port.cgroupOfPid(44), null);
+  assert.equal(await port.cgroupOfPid(0), null);
+  assert.equal(await port.cgroupOfPid(-1), null);
+  assert.equal(await port.cgroupOfPid(1.5), null);
+});
