@@ -11,7 +11,12 @@ const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.
 const FLAG_KEYS: readonly [flag: string, key: string, kind: 'string' | 'list' | 'boolean' | 'number'][] = [
   ['mode', 'mode', 'string'],
   ['backend', 'backend', 'string'],
-  ['interfaces', 'interfaces', 'list'],
+  ['allow', 'allow', 'list'],
+  ['cloud', 'cloud', 'string'],
+  ['notCoverable', 'notCoverable', 'string'],
+  ['hostNetwork', 'hostNetwork', 'boolean'],
+  ['hostNetworkExempt', 'hostNetworkExempt', 'list'],
+  ['cgroupParent', 'cgroupParent', 'string'],
   ['endpoints', 'endpoints', 'list'],
   ['target', 'target', 'string'],
   ['target6', 'target6', 'string'],
@@ -23,7 +28,6 @@ const FLAG_KEYS: readonly [flag: string, key: string, kind: 'string' | 'list' | 
   ['dockerHost', 'dockerHost', 'string'],
   ['docker', 'docker', 'boolean'],
   ['conntrack', 'conntrack', 'boolean'],
-  ['ipset', 'ipset', 'string'],
   ['lockWait', 'lockWaitSeconds', 'number'],
   ['logLevel', 'logLevel', 'string'],
   ['driftSchedule', 'driftSchedule', 'string'],
@@ -34,8 +38,13 @@ function withConfigOptions(cmd: Command): Command {
     .option('-c, --config <file>', 'config file, YAML or JSON (default /etc/imds-guard/config.yaml; env IMDS_GUARD_CONFIG)')
     .addOption(new Option('--mode <mode>', 'enforce repairs; report only reports').choices(['enforce', 'report']))
     .addOption(new Option('--backend <backend>', 'iptables backend (default: detect where Docker\'s rules are)').choices(['auto', 'nft', 'legacy']))
-    .option('--interfaces <list>', 'comma-separated interface names and wildcards (default docker0,docker_gwbridge,br-+)')
-    .option('--endpoints <list>', 'comma-separated ADDRESS[:PORT] (default 169.254.169.254:80,[fd00:ec2::254]:80)')
+    .option('--allow <list>', 'comma-separated interfaces whose forwarded traffic keeps access (exact names; default none: every interface is covered)')
+    .addOption(new Option('--cloud <cloud>', "endpoint preset; auto detects the cloud from DMI (/sys/class/dmi/id), else 169.254.169.254:80 and [fd00:ec2::254]:80").choices(['auto', 'aws', 'gcp', 'azure', 'oci', 'openstack', 'alibaba', 'tencent', 'digitalocean']))
+    .option('--endpoints <list>', 'comma-separated ADDRESS[:PORT], overriding the cloud preset (IPv6 in brackets: [fd00:ec2::254]:80)')
+    .addOption(new Option('--not-coverable <verdict>', 'how a Docker network the host cannot cover (macvlan, ipvlan) is judged (default warn)').choices(['warn', 'fail']))
+    .option('--no-host-network', 'do not cover host-network containers (filter OUTPUT, by cgroup)')
+    .option('--host-network-exempt <list>', 'host-network containers (by name) that keep access; also: label imds-guard.allow=true')
+    .option('--cgroup-parent <path>', "Docker's container cgroup parent, cgroup v2 path (default auto: /docker with the cgroupfs driver)")
     .option('--target <target>', 'redirect, redirect:PORT or dnat:ADDRESS[:PORT] (default redirect: connection refused on the host)')
     .option('--target6 <target>', 'target for IPv6 endpoints (default: --target)')
     .addOption(new Option('--boot-script <policy>', 'write the OpenRC local.d script: auto = when its directory exists').choices(['auto', 'always', 'never']))
@@ -45,7 +54,6 @@ function withConfigOptions(cmd: Command): Command {
     .option('--state-dir <dir>', 'agent state directory (default /var/lib/imds-guard)')
     .option('--docker-host <url>', 'Docker API, e.g. unix:///var/run/docker.sock (default: DOCKER_HOST or the local socket)')
     .option('--no-docker', 'do not ask Docker for its bridges; protect only the configured interfaces')
-    .option('--ipset <mode>', 'auto: match custom-named Docker bridges through an ipset when the host has one (no nat rewrite per network); never: a rule per bridge (default auto)')
     .option('--no-conntrack', 'do not cut tracked connections to the endpoints after adding protection')
     .option('--drift-schedule <cron>', "cron expression (with seconds) of the agent's drift check (default */30 * * * * *)")
     .option('--lock-wait <seconds>', 'seconds to wait for the xtables lock (default 5)')
@@ -81,7 +89,7 @@ function print(text: string): void {
 
 export function buildProgram(): Command {
   const program = new Command('imds-guard')
-    .description('Hides cloud instance metadata endpoints (169.254.169.254) from Docker containers with convergent nat-table rules.')
+    .description('Hides cloud instance metadata endpoints (169.254.169.254, ...) from every container on this host: whatever bridge, overlay or\nVM bridge it is on (nat PREROUTING catch-all, no rule per interface) and with --network host (filter OUTPUT, by cgroup).\nThe host\'s own processes keep their access. macvlan/ipvlan networks cannot be covered from the host and are reported.')
     .version(VERSION)
     .showHelpAfterError('(run with --help for usage)')
     .addHelpText('after', '\nExit status: 0 protected/done, 1 not protected or drift found, 2 bad input or could not observe, 3 could not apply.');
@@ -92,11 +100,12 @@ export function buildProgram(): Command {
     .action(async (_o, cmd: Command) => {
       const { config, ports } = await setup(cmd, 2);
       const { reconcile } = await import('./app/reconcile.js');
-      const { hasDrift } = await import('./core/findings.js');
+      const { hasDrift, needsOperator } = await import('./core/findings.js');
       const { summarizeApply } = await import('./app/summary.js');
       const result = await reconcile(config, ports);
       print(cmd.opts<{ format: string }>().format === 'json' ? JSON.stringify(summarizeApply(config, result, true), null, 2) : summarizeApply(config, result, false).text);
-      process.exitCode = config.mode === 'report' && hasDrift(result.findings) ? ExitCode.drift : ExitCode.ok;
+      const unprotected = config.mode === 'report' ? hasDrift(result.findings) || result.findings.some(needsOperator) : result.findings.some(needsOperator);
+      process.exitCode = unprotected ? ExitCode.drift : ExitCode.ok;
     });
 
   withConfigOptions(program.command('audit'))
@@ -117,7 +126,7 @@ export function buildProgram(): Command {
       const { config, ports } = await setup(cmd, 2);
       const { remove } = await import('./app/remove.js');
       const r = await remove(config, ports);
-      print(`imds-guard: removed (${r.restores} nat transaction(s)${r.setsDestroyed > 0 ? `, ${r.setsDestroyed} ipset(s) destroyed` : ''}${r.bootScriptRemoved ? ', boot script deleted' : ''})`);
+      print(`imds-guard: removed (${r.restores} transaction(s)${r.bootScriptRemoved ? ', boot script deleted' : ''})`);
     });
 
   withConfigOptions(program.command('script'))

@@ -3,7 +3,8 @@ import type { Logger } from 'pino';
 import type { Config } from '../core/config.js';
 import { formatEndpoint } from '../core/endpoint.js';
 import { hasDrift } from '../core/findings.js';
-import { type DriftHistory, EMPTY_HISTORY, recordPass, splitFirstInstall, splitNewCoverage } from '../core/drift-history.js';
+import type { NetworkView } from '../core/coverage.js';
+import { type DriftHistory, EMPTY_HISTORY, recordPass, splitFirstInstall } from '../core/drift-history.js';
 import { ExitCode, describeError } from '../errors.js';
 import { createLogger } from '../shell/logger.js';
 import { type AgentState, MAX_RECENT_DRIFT, writeAgentState } from './agent-state.js';
@@ -41,7 +42,7 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
   let retryTimer: NodeJS.Timeout | null = null;
   let state: AgentState = { version: 1, pid: process.pid, startedAt: started, lastReconcileAt: null, lastResult: null, lastError: null, driftCounts: {}, recentDrift: [] };
   let current: Running | null = null;
-  let coveredBefore: ReadonlySet<string> | null = null;
+  let networksBefore: ReadonlyMap<string, NetworkView> | null = null;
 
   const pass = async (reasons: string[]): Promise<void> => {
     const run = current;
@@ -49,32 +50,31 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
     const at = new Date().toISOString();
     try {
       const result = await reconcile(run.config, run.ports);
-      if (result.setRefused) {
-        // Refused twice already; asking again every pass would only repeat it (until a reload).
-        run.config = { ...run.config, ipset: 'never' };
-        run.ports.log.warn({ event: 'ipset-refused' }, 'the kernel refuses the set rule: custom-named bridges keep rules of their own until the agent is reloaded or restarted');
-      }
-      const first = coveredBefore === null ? splitFirstInstall(result.findings) : { drift: [...result.findings], install: [] };
+      const first = networksBefore === null ? splitFirstInstall(result.findings) : { drift: [...result.findings], install: [] };
       if (hasDrift(first.install)) {
         run.ports.log.info({ event: 'installed', families: [...new Set(first.install.flatMap((f) => (f.family === undefined ? [] : [f.family])))], repaired: result.repaired }, result.repaired ? 'first install: protection put in place' : 'not installed yet (report mode)');
       }
-      const { drift } = splitNewCoverage(first.drift, coveredBefore, result.plan.interfaces);
-      // Interfaces that came or went with Docker's networks (the first pass reports what it installed instead).
-      const before = coveredBefore;
-      const now = new Set(result.plan.interfaces);
-      coveredBefore = now;
-      for (const iface of before === null ? [] : [...now].filter((i) => !before.has(i))) {
-        run.ports.log.info({ event: 'covered', interface: iface, reasons }, `now protecting new interface ${iface}`);
-      }
-      for (const iface of before === null ? [] : [...before].filter((i) => !now.has(i))) {
-        run.ports.log.info({ event: 'uncovered', interface: iface, reasons }, `interface ${iface} is gone; its protection is removed`);
-      }
+      const drift = first.drift;
+      // Networks come and go with no change to the rules (the catch-all covers them from
+      // their first packet); they are logged as coverage, with how each is covered.
+      const now = new Map(result.plan.networks.map((n) => [n.name, n]));
+      if (result.observation.dockerReachable === true) {
+        const before = networksBefore;
+        if (before !== null) {
+          for (const n of [...now.values()].filter((x) => !before.has(x.name))) {
+            const log = n.coverage === 'not-coverable' || n.coverage === 'allowed' ? run.ports.log.warn.bind(run.ports.log) : run.ports.log.info.bind(run.ports.log);
+            log({ event: n.coverage === 'not-coverable' || n.coverage === 'allowed' ? 'exposed' : 'covered', network: n.name, driver: n.driver, coverage: n.coverage, interface: n.interface, reasons }, `network ${n.name}: ${n.coverage} (${n.why})`);
+          }
+          for (const name of [...before.keys()].filter((x) => !now.has(x))) run.ports.log.info({ event: 'uncovered', network: name, reasons }, `network ${name} is gone`);
+        }
+        networksBefore = now;
+      } else networksBefore ??= new Map();
       const folded = recordPass(history, drift, result.repaired, at, MAX_RECENT_DRIFT);
       history = folded.history;
       for (const f of folded.fresh) {
-        run.ports.log.warn({ event: 'drift', kind: f.kind, severity: f.severity, family: f.family, backend: f.backend, interface: f.interface, endpoint: f.endpoint, evidence: f.evidence, check: f.id }, `drift: ${f.message}`);
+        run.ports.log.warn({ event: 'drift', kind: f.kind, severity: f.severity, family: f.family, backend: f.backend, table: f.table, chain: f.chain, interface: f.interface, endpoint: f.endpoint, evidence: f.evidence, check: f.id }, `drift: ${f.message}`);
       }
-      if (result.repaired) run.ports.log.info({ event: 'repaired', restores: result.restores, setWrites: result.setWrites, kinds: [...new Set(folded.fresh.map((f) => f.kind))], reasons }, 'repaired');
+      if (result.repaired) run.ports.log.info({ event: 'repaired', restores: result.restores, kinds: [...new Set(folded.fresh.map((f) => f.kind))], reasons }, 'repaired');
       else run.ports.log.debug({ event: 'reconciled', converged: result.converged, reasons }, 'pass done');
       const drifted = hasDrift(drift);
       state = { ...state, lastReconcileAt: at, lastResult: result.repaired ? 'repaired' : drifted ? 'drift' : 'converged', lastError: null, driftCounts: history.counts, recentDrift: [...history.recent] };
@@ -113,7 +113,7 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
     log.fatal({ err: describeError(e) }, 'cannot start');
     return ExitCode.usage;
   }
-  log.info({ event: 'started', version, mode: config.mode, backend: config.backend, interfaces: config.interfaces, endpoints: config.endpoints.map(formatEndpoint), schedule: config.driftSchedule }, 'imds-guard agent started');
+  log.info({ event: 'started', version, mode: config.mode, backend: config.backend, allow: config.allow, endpoints: config.endpoints.map(formatEndpoint), schedule: config.driftSchedule }, 'imds-guard agent started');
   runner.request('start');
 
   return await new Promise<number>((resolve) => {
@@ -138,7 +138,7 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
       if (current !== null) stopRunning(current);
       log.level = next.logLevel;
       current = await startWith(next, log);
-      log.info({ event: 'reloaded', mode: next.mode, interfaces: next.interfaces }, 'configuration reloaded');
+      log.info({ event: 'reloaded', mode: next.mode, allow: next.allow }, 'configuration reloaded');
       runner.request('reload');
     };
     // PID 1 in a container gets no default signal actions: without these handlers

@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import type { Config } from '../core/config.js';
+import { formatEndpoint } from '../core/endpoint.js';
 import { type AuditReport, buildReport } from '../core/report.js';
 import { historyOf, readAgentState } from './agent-state.js';
 import type { Ports } from './ports.js';
@@ -9,5 +10,15 @@ import { reconcile } from './reconcile.js';
 export async function audit(config: Config, ports: Ports, version: string, now: () => Date): Promise<AuditReport> {
   const result = await reconcile({ ...config, mode: 'report' }, ports);
   const state = await readAgentState(ports.files, config.stateDir);
-  return buildReport({ version, host: hostname(), now: now(), backend: result.backend, interfaces: result.plan.interfaces, findings: result.findings, agent: state === null ? null : historyOf(state) });
+  return buildReport({
+    version,
+    host: hostname(),
+    now: now(),
+    backend: result.backend,
+    endpoints: { list: config.endpoints.map(formatEndpoint), ...config.endpointChoice },
+    allow: config.allow,
+    networks: result.plan.networks,
+    findings: result.findings,
+    agent: state === null ? null : historyOf(state),
+  });
 }

@@ -1,80 +1,70 @@
 import { chooseBackend } from '../core/backend-choice.js';
 import type { Config } from '../core/config.js';
+import type { DockerFacts } from '../core/docker-facts.js';
 import type { Backend, Family } from '../core/family.js';
-import { type NatTable, parseNatTable } from '../core/nat-table.js';
 import { BOOT_SCRIPT_NAME } from '../core/names.js';
-import { SET_NAME, parseIpsetSave } from '../core/ipset.js';
-import { type Observation, type SetObservation, setWorthReading } from '../core/plan.js';
-import { CommandError } from '../errors.js';
+import type { FamilyObservation, Observation, TableRead } from '../core/plan.js';
+import { type SavedTable, type TableName, emptyTable, parseSave } from '../core/saved-table.js';
+import { CommandError, describeError } from '../errors.js';
 import type { Ports } from './ports.js';
 
 /**
- * Reads the full actual state: one iptables-save per family and backend that can hold
- * rules (the legacy table is read only when /proc says it exists), Docker's bridges,
- * the boot script and OpenRC's runlevel; then, where one can matter, our ipsets.
+ * Reads the actual state once: one iptables-save per family and backend that can hold
+ * rules (all tables in one process; the legacy tables only when /proc says they exist),
+ * what Docker says, the boot script and OpenRC's runlevel.
  */
 export async function observe(config: Config, ports: Ports): Promise<Observation> {
   const { iptables } = ports;
-  const save = async (family: Family, backend: Backend, onlyIfLoaded: boolean): Promise<NatTable | null> => {
-    if (onlyIfLoaded && backend === 'legacy' && !(await iptables.legacyNatLoaded(family))) return null;
+  const read = async (family: Family, backend: Backend): Promise<TableRead> => {
     try {
       const text = await iptables.save(family, backend);
-      return text === null ? null : parseNatTable(text);
+      return text === null ? { ok: false, why: `${family} tables are not available` } : { ok: true, tables: parseSave(text) };
     } catch (e) {
-      // A missing variant of the other backend only means nothing of ours can be there.
-      if (onlyIfLoaded && e instanceof CommandError && e.code === 'command-missing') return null;
+      return { ok: false, why: describeError(e) };
+    }
+  };
+  /** The other backend: absent (not loaded, or its tool missing) means nothing of ours can be there. */
+  const readIfLoaded = async (family: Family, backend: Backend): Promise<ReadonlyMap<TableName, SavedTable> | null> => {
+    if (backend === 'legacy' && !(await iptables.legacyLoaded(family))) return null;
+    try {
+      const text = await iptables.save(family, backend);
+      return text === null ? null : parseSave(text);
+    } catch (e) {
+      if (e instanceof CommandError && e.code === 'command-missing') return null;
       throw e;
     }
   };
-
   const override = config.backend === 'auto' ? null : config.backend;
-  // nft's IPv6 table is needed whichever backend wins (ours, or the other to check for
-  // leftovers), so it is read alongside IPv4: two saves in parallel on an nft host.
-  // Legacy IPv6 is read alongside too when it exists, so a legacy host does not wait
-  // for a second round of saves; only a table that is not loaded waits for the backend.
-  const [nft4, legacy4, nft6, loadedLegacy6, dockerBridges, bootFile, bootDirExists, localServiceEnabled] = await Promise.all([
-    save('ipv4', 'nft', override === 'legacy'),
-    save('ipv4', 'legacy', override !== 'legacy'),
-    save('ipv6', 'nft', override === 'legacy'),
-    save('ipv6', 'legacy', true),
-    listDockerBridges(ports),
+  const [nft4, legacy4, nft6, legacy6, present6, docker, bootFile, bootDirExists, localServiceEnabled] = await Promise.all([
+    read('ipv4', 'nft'),
+    readIfLoaded('ipv4', 'legacy').catch(() => null),
+    read('ipv6', 'nft'),
+    readIfLoaded('ipv6', 'legacy').catch(() => null),
+    iptables.familyPresent('ipv6'),
+    dockerFacts(config, ports),
     ports.files.read(`${config.bootScriptDir}/${BOOT_SCRIPT_NAME}`),
     ports.files.exists(config.bootScriptDir),
     localService(config, ports),
   ]);
-  const backend = chooseBackend(override, nft4, legacy4);
-  const legacy6 = loadedLegacy6 ?? (backend.backend === 'nft' ? null : await save('ipv6', 'legacy', false));
-  const tables = {
-    ipv4: backend.backend === 'nft' ? { ours: nft4, other: legacy4 } : { ours: legacy4, other: nft4 },
-    ipv6: backend.backend === 'nft' ? { ours: nft6, other: legacy6 } : { ours: legacy6, other: nft6 },
-  };
-  const read = (f: Family): Promise<SetObservation> => (setWorthReading(config, f, tables[f].ours, dockerBridges) ? readSet(ports, f) : Promise.resolve({ available: false }));
-  const [set4, set6] = await Promise.all([read('ipv4'), read('ipv6')]);
-  return {
-    backend,
-    tables,
-    dockerBridges,
-    bootScript: { dirExists: bootDirExists, file: bootFile },
-    localServiceEnabled,
-    sets: { ipv4: set4, ipv6: set6 },
-  };
+  const natOf = (r: TableRead): SavedTable | null => (r.ok ? (r.tables.get('nat') ?? emptyTable('nat')) : null);
+  const backend = chooseBackend(override, natOf(nft4), legacy4?.get('nat') ?? null);
+  const legacyRead = async (family: Family, loaded: ReadonlyMap<TableName, SavedTable> | null): Promise<TableRead> =>
+    loaded !== null ? { ok: true, tables: loaded } : (await iptables.legacyLoaded(family)) ? read(family, 'legacy') : { ok: true, tables: new Map() };
+  const family = async (f: Family, present: boolean, nft: TableRead, legacy: ReadonlyMap<TableName, SavedTable> | null): Promise<FamilyObservation> =>
+    backend.backend === 'nft'
+      ? { present, ours: nft, other: legacy }
+      : { present, ours: await legacyRead(f, legacy), other: nft.ok ? nft.tables : null };
+  const [ipv4, ipv6] = await Promise.all([family('ipv4', true, nft4, legacy4), family('ipv6', present6, nft6, legacy6)]);
+  return { backend, families: { ipv4, ipv6 }, docker: docker.facts, dockerReachable: docker.reachable, bootScript: { dirExists: bootDirExists, file: bootFile }, localServiceEnabled };
 }
 
-async function readSet(ports: Ports, family: Family): Promise<SetObservation> {
-  const r = await ports.ipset.save(SET_NAME[family]);
-  if (!r.available) return { available: false };
-  return { available: true, set: r.text === null ? null : (parseIpsetSave(r.text).get(SET_NAME[family]) ?? null) };
-}
-
-async function listDockerBridges(ports: Ports): Promise<string[] | null> {
-  if (ports.docker === null) return [];
+async function dockerFacts(config: Config, ports: Ports): Promise<{ facts: DockerFacts | null; reachable: boolean | null }> {
+  if (ports.docker === null) return { facts: null, reachable: null };
   try {
-    const { bridges, rejected } = await ports.docker.listBridges();
-    for (const r of rejected) ports.log.warn({ network: r.name, iface: r.iface, why: r.why }, 'docker network has a bridge name imds-guard will not put in a rule');
-    return bridges.map((b) => b.iface);
+    return { facts: await ports.docker.facts({ withInfo: config.hostNetwork }), reachable: true };
   } catch (e) {
-    ports.log.debug({ err: (e as Error).message }, 'docker not reachable; keeping the interfaces already protected');
-    return null;
+    ports.log.debug({ err: describeError(e) }, 'docker not reachable; the protection does not depend on it');
+    return { facts: null, reachable: false };
   }
 }
 

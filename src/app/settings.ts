@@ -1,4 +1,4 @@
-import { type Config, type ConfigLayer, DEFAULT_CONFIG_PATH, configFromEnv, resolveConfig } from '../core/config.js';
+import { type Config, type ConfigLayer, DEFAULT_CONFIG_PATH, configFromEnv, needsDmi, resolveConfig } from '../core/config.js';
 import { readConfigFile } from '../shell/config-file.js';
 
 /** Defaults < config file < environment < flags; validated once, as a whole. */
@@ -10,5 +10,9 @@ export async function loadConfig(configPath: string | undefined, flags: Record<s
     { source: 'environment', values: configFromEnv(env) },
     { source: 'command line', values: flags },
   ];
-  return resolveConfig(layers);
+  if (!needsDmi(layers)) return resolveConfig(layers);
+  // Only `cloud: auto` without explicit endpoints reads the machine's DMI (dmiDir may be set by any layer).
+  const dir = [...layers].reverse().find((l) => typeof l.values.dmiDir === 'string')?.values.dmiDir;
+  const { readDmi } = await import('../shell/dmi.js');
+  return resolveConfig(layers, await readDmi(typeof dir === 'string' && dir.startsWith('/') ? dir : undefined));
 }

@@ -4,7 +4,6 @@ import { createConntrack } from '../shell/conntrack.js';
 import { createDocker } from '../shell/docker.js';
 import { runProcess } from '../shell/exec.js';
 import { files } from '../shell/files.js';
-import { createIpset } from '../shell/ipset.js';
 import { createIptables } from '../shell/iptables.js';
 import type { Ports } from './ports.js';
 
@@ -12,7 +11,6 @@ import type { Ports } from './ports.js';
 export async function realPorts(config: Config, log: Logger): Promise<Ports> {
   return {
     iptables: createIptables(runProcess, { lockWaitSeconds: config.lockWaitSeconds }),
-    ipset: createIpset(runProcess),
     files,
     conntrack: createConntrack(runProcess),
     docker: config.docker ? await createDocker(config.dockerHost) : null,

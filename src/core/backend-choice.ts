@@ -1,5 +1,5 @@
 import type { Backend } from './family.js';
-import { type NatTable, hasChain, ruleCount as countRules } from './nat-table.js';
+import { type SavedTable, hasChain, ruleCount as countRules } from './saved-table.js';
 
 export interface BackendChoice {
   readonly backend: Backend;
@@ -9,15 +9,15 @@ export interface BackendChoice {
 // Docker's own nat chains: where they are is where Docker's rules live.
 const DOCKER_CHAINS = ['DOCKER', 'DOCKER-INGRESS'];
 
-const hasDocker = (t: NatTable | null): boolean => t !== null && DOCKER_CHAINS.some((c) => hasChain(t, c));
-const ruleCount = (t: NatTable | null): number => (t === null ? 0 : countRules(t));
+const hasDocker = (t: SavedTable | null): boolean => t !== null && DOCKER_CHAINS.some((c) => hasChain(t, c));
+const ruleCount = (t: SavedTable | null): number => (t === null ? 0 : countRules(t));
 
 /**
  * Picks the backend our rules must share with Docker's. kubernetes-sigs/iptables-wrappers
  * guesses from kubelet's chains, which a Docker-only host does not have, so we look for
  * Docker's own chains in both. `legacy` is null when the legacy nat table is not loaded.
  */
-export function chooseBackend(override: Backend | null, nft: NatTable | null, legacy: NatTable | null): BackendChoice {
+export function chooseBackend(override: Backend | null, nft: SavedTable | null, legacy: SavedTable | null): BackendChoice {
   if (override !== null) return { backend: override, reason: `backend ${override} set by configuration` };
   const inNft = hasDocker(nft);
   const inLegacy = hasDocker(legacy);

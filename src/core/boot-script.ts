@@ -1,8 +1,6 @@
 import { createHash } from 'node:crypto';
-import { type DesiredFamily, type DesiredRule, desiredRule } from './desired.js';
+import type { DesiredFamily } from './desired.js';
 import type { Backend, Family } from './family.js';
-import { createLine, memberLine } from './ipset.js';
-import { CHAIN } from './names.js';
 import { joinArgs } from './rule.js';
 
 export const DIGEST_MARK = '# imds-guard-digest: sha256:';
@@ -19,12 +17,14 @@ const TOOLS: Record<Backend, Record<Family, { save: string[]; restore: string[] 
 };
 
 /**
- * The OpenRC local.d script: the same rules `apply` installs, in one restore per family.
- * Unlike the seed's `iptables -I` plus `tee -a`, running it any number of times leaves
- * one jump and one copy of each rule: the chain is declared (and so flushed) and
- * rewritten, and every existing jump is deleted by its saved text before one is
- * inserted at the top, all in one transaction. Everything in it was validated before
- * rendering, and the rules sit in quoted here-documents, so nothing is expanded.
+ * The OpenRC local.d script: the same chains `apply` installs, one restore per owned
+ * chain and family. Unlike the seed's `iptables -I` plus `tee -a`, running it any number
+ * of times leaves one jump and one copy of each rule: the chain is declared (and so
+ * flushed) and rewritten, and every existing jump to it is deleted by its saved text
+ * before one is inserted at the top, all in one transaction. One chain per transaction
+ * so that one that cannot be restored (a cgroup not there yet) never costs the others.
+ * Everything in it was validated before rendering, and the rules sit in quoted
+ * here-documents, so nothing is expanded.
  */
 export function renderBootScript(backend: Backend, families: readonly DesiredFamily[]): string {
   const body: string[] = [
@@ -38,75 +38,47 @@ export function renderBootScript(backend: Backend, families: readonly DesiredFam
     '  return 1',
     '}',
     '',
-    '# $1 save command, $2 restore command; the chain rules come on stdin.',
-    'ig_protect() {',
-    '  save=$1 restore=$2',
-    '  rules=$(cat)',
-    '  current=$("$save" -t nat) || return 1',
+    '# $1 save command, $2 restore command, $3 table, $4 hook, $5 chain; the chain\'s rules',
+    '# come on stdin, then the jump (a line starting with -I).',
+    'ig_restore() {',
+    '  save=$1 restore=$2 table=$3 hook=$4 chain=$5',
+    '  lines=$(cat)',
+    '  current=$("$save" -t "$table") || return 1',
     '  {',
-    `    echo '*nat'`,
-    `    echo ':${CHAIN} - [0:0]'`,
-    '    printf \'%s\\n\' "$rules"',
-    `    printf '%s\\n' "$current" | sed -n 's/^-A PREROUTING \\(.*-j ${CHAIN}\\)$/-D PREROUTING \\1/p'`,
-    '    cat <<\'IMDS_GUARD_JUMP\'',
-    '__JUMP__',
-    'IMDS_GUARD_JUMP',
-    `    echo 'COMMIT'`,
+    '    echo "*$table"',
+    '    echo ":$chain - [0:0]"',
+    `    printf '%s\\n' "$lines" | grep -v '^-I '`,
+    `    printf '%s\\n' "$current" | grep -e "^-A $hook .*-j $chain\\$" | sed 's/^-A /-D /'`,
+    `    printf '%s\\n' "$lines" | grep '^-I '`,
+    "    echo 'COMMIT'",
     '  } | "$restore" --noflush -w 5',
     '}',
     '',
     'status=0',
   ];
-  let jump = '';
   for (const f of families) {
-    if (f.rules.length === 0) continue;
+    if (f.chains.length === 0) continue;
     const tools = TOOLS[backend][f.family];
-    jump = `-I PREROUTING 1 ${joinArgs(f.jumpArgs)}`;
-    const protect = (indent: string, rules: readonly DesiredRule[]): string[] => [
-      `${indent}ig_protect "$save" "$restore" <<'IMDS_GUARD_RULES' || { echo "imds-guard: could not protect ${f.family}" >&2; status=1; }`,
-      ...rules.map((r) => `-A ${CHAIN} ${joinArgs(r.args)}`),
-      'IMDS_GUARD_RULES',
-    ];
-    const set = f.set;
-    body.push(
-      '',
-      `# ${f.family}: ${f.rules.length} rule(s)${set === null ? '' : `, ${set.interfaces.length} interface(s) in ipset ${set.name}`}`,
-      `if save=$(ig_pick ${tools.save.join(' ')}) && restore=$(ig_pick ${tools.restore.join(' ')}); then`,
-      ...(set === null
-        ? protect('  ', f.rules)
-        : [
-            // The agent may run from an image that has ipset while this host has not:
-            // without it every interface gets a rule of its own, which the agent folds
-            // into the set on its first pass.
-            `  if command -v ipset >/dev/null 2>&1 && ipset -exist restore <<'IMDS_GUARD_SET'`,
-            createLine(f.family),
-            ...set.interfaces.map((i) => memberLine(f.family, i)),
-            'IMDS_GUARD_SET',
-            '  then',
-            ...protect('    ', f.rules),
-            '  else',
-            ...protect('    ', withoutSet(f)),
-            '  fi',
-          ]),
-      'else',
-      `  echo "imds-guard: no ${f.family} iptables-restore found" >&2; status=1`,
-      'fi',
-    );
+    body.push('', `# ${f.family}: ${f.chains.map((c) => `${c.table} ${c.chain} (${c.rules.length} rule(s))`).join(', ')}`, `if save=$(ig_pick ${tools.save.join(' ')}) && restore=$(ig_pick ${tools.restore.join(' ')}); then`);
+    for (const c of f.chains) {
+      body.push(
+        `  ig_restore "$save" "$restore" ${c.table} ${c.hook} ${c.chain} <<'IMDS_GUARD_RULES' || { echo "imds-guard: could not restore ${f.family} ${c.table} ${c.chain}" >&2; status=1; }`,
+        ...c.rules.map((r) => `-A ${c.chain} ${joinArgs(r.args)}`),
+        `-I ${c.hook} 1 ${joinArgs(c.jumpArgs)}`,
+        'IMDS_GUARD_RULES',
+      );
+    }
+    body.push('else', `  echo "imds-guard: no ${f.family} iptables-restore found" >&2; status=1`, 'fi');
   }
   body.push('exit $status', '');
-  const text = body.join('\n').replace('__JUMP__', jump);
+  const text = body.join('\n');
   const header = [
     '#!/bin/sh',
-    '# imds-guard: hides the cloud metadata endpoints from Docker bridges at boot.',
+    '# imds-guard: hides the cloud metadata endpoints from every container at boot.',
     `# Written by imds-guard for the ${backend} iptables backend. Do not edit: edits are`,
     '# reported as drift and replaced by `imds-guard apply`. Safe to run any number of times.',
   ];
   return [...header, `${DIGEST_MARK}${digest(text)}`, text].join('\n');
-}
-
-/** The same protection with a rule per interface instead of the set rules. */
-function withoutSet(f: DesiredFamily): DesiredRule[] {
-  return f.rules.flatMap((r) => ('set' in r.via ? (f.set?.interfaces ?? []).map((i) => desiredRule(f.family, { interface: i }, r.endpoint, r.target)) : [r]));
 }
 
 function digest(text: string): string {

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
-import { DEFAULT_ENDPOINTS, type Endpoint, parseEndpoint } from './endpoint.js';
+import { CLOUDS, type CloudChoice, type CloudResolution, type DmiFacts, resolveCloudEndpoints } from './clouds.js';
+import { type Endpoint, parseEndpoint } from './endpoint.js';
 import { interfaceNameProblem } from './names.js';
 import { DEFAULT_TARGET, type Target, parseTarget } from './target.js';
 
@@ -12,8 +13,23 @@ export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' |
 export interface Config {
   readonly mode: Mode;
   readonly backend: 'auto' | 'nft' | 'legacy';
-  readonly interfaces: readonly string[];
+  /** Interfaces whose forwarded traffic keeps access (literal names). Everything else is covered. */
+  readonly allow: readonly string[];
+  readonly cloud: CloudChoice;
+  /** The endpoints hidden: explicit, or the cloud preset's. */
   readonly endpoints: readonly Endpoint[];
+  /** How the endpoints were chosen, for the audit. */
+  readonly endpointChoice: { readonly chosen: 'explicit' | CloudResolution['chosen']; readonly cloud: string | null; readonly reason: string };
+  /** Where `cloud: auto` reads DMI from. */
+  readonly dmiDir: string;
+  /** How a Docker network the host cannot cover (macvlan, ipvlan) is judged. */
+  readonly notCoverable: 'warn' | 'fail';
+  /** Cover host-network containers in filter OUTPUT by cgroup. */
+  readonly hostNetwork: boolean;
+  /** Host-network containers (by name) that keep access, besides those labelled imds-guard.allow=true. */
+  readonly hostNetworkExempt: readonly string[];
+  /** Docker's container cgroup parent (v2 path): auto = /docker with the cgroupfs driver, none with systemd unless set. */
+  readonly cgroupParent: string;
   readonly target: Target;
   readonly target6: Target;
   readonly bootScript: BootScriptPolicy;
@@ -26,12 +42,9 @@ export interface Config {
   readonly driftSchedule: string;
   readonly lockWaitSeconds: number;
   readonly conntrack: boolean;
-  /** auto: custom-named bridges are members of our ipset when the host can hold one; never: each gets rules. */
-  readonly ipset: 'auto' | 'never';
   readonly logLevel: LogLevel;
 }
 
-export const DEFAULT_INTERFACES: readonly string[] = ['docker0', 'docker_gwbridge', 'br-+'];
 export const DEFAULT_CONFIG_PATH = '/etc/imds-guard/config.yaml';
 
 const absolutePath = z
@@ -63,8 +76,14 @@ const schema = z
   .object({
     mode: z.enum(['enforce', 'report']).default('enforce'),
     backend: z.enum(['auto', 'nft', 'legacy']).default('auto'),
-    interfaces: z.array(interfaceName).min(1, 'must name at least one interface').default([...DEFAULT_INTERFACES]),
-    endpoints: z.array(endpoint).min(1, 'must name at least one endpoint').default([...DEFAULT_ENDPOINTS].map((e) => parseEndpoint(e) as Endpoint)),
+    allow: z.array(interfaceName).default([]),
+    cloud: z.enum(['auto', ...CLOUDS]).default('auto'),
+    endpoints: z.array(endpoint).min(1, 'must name at least one endpoint').optional(),
+    dmiDir: absolutePath.default('/sys/class/dmi/id'),
+    notCoverable: z.enum(['warn', 'fail']).default('warn'),
+    hostNetwork: z.boolean().default(true),
+    hostNetworkExempt: z.array(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, 'must be a container name')).default([]),
+    cgroupParent: z.string().regex(/^(auto|\/[A-Za-z0-9._@:+=,\/-]*)$/, 'must be auto or an absolute cgroup v2 path').default('auto'),
     target: target.default(parseTarget(DEFAULT_TARGET) as Target),
     target6: target.optional(),
     bootScript: z.enum(['auto', 'always', 'never']).default('auto'),
@@ -83,7 +102,6 @@ const schema = z
     driftSchedule: cronExpression.default('*/30 * * * * *'),
     lockWaitSeconds: z.number().int().min(1).max(600).default(5),
     conntrack: z.boolean().default(true),
-    ipset: z.enum(['auto', 'never']).default('auto'),
     logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   })
   .strict();
@@ -96,8 +114,17 @@ export interface ConfigLayer {
   readonly values: RawConfig;
 }
 
-/** Merges layers (later wins), validates once, and names the key, value and source of the first problem. */
-export function resolveConfig(layers: readonly ConfigLayer[]): Config {
+// Keys of earlier versions, refused with what replaced them.
+const REMOVED_KEYS: Readonly<Record<string, string>> = {
+  interfaces: 'every interface is covered now, whatever its name; list the interfaces that must keep access under allow',
+  ipset: 'custom-named bridges need no set any more: every interface is covered',
+};
+
+/**
+ * Merges layers (later wins), validates once, and names the key, value and source of the
+ * first problem. `dmi` is read by the caller only when the endpoints come from `cloud: auto`.
+ */
+export function resolveConfig(layers: readonly ConfigLayer[], dmi: DmiFacts | null = null): Config {
   const merged: RawConfig = {};
   const sourceOf = new Map<string, string>();
   for (const layer of layers) {
@@ -106,6 +133,9 @@ export function resolveConfig(layers: readonly ConfigLayer[]): Config {
       merged[key] = value;
       sourceOf.set(key, layer.source);
     }
+  }
+  for (const [key, why] of Object.entries(REMOVED_KEYS)) {
+    if (key in merged) throw new ConfigError(`${sourceOf.get(key) ?? 'config'}: ${key} is no longer a setting: ${why}`);
   }
   const parsed = schema.safeParse(merged);
   if (!parsed.success) {
@@ -125,7 +155,17 @@ export function resolveConfig(layers: readonly ConfigLayer[]): Config {
   }
   const c = parsed.data;
   const named = (k: 'target' | 'target6'): string => `${sourceOf.get(k) ?? 'config'}: ${k} ${JSON.stringify(merged[k])}`;
-  return { ...c, target6: pickTarget6(c.target, c.target6, c.endpoints, named) };
+  const cloud = resolveCloudEndpoints(c.cloud, c.cloud === 'auto' && c.endpoints === undefined ? dmi : null);
+  const endpoints = c.endpoints ?? cloud.endpoints.map((e) => parseEndpoint(e) as Endpoint);
+  const endpointChoice =
+    c.endpoints !== undefined ? { chosen: 'explicit' as const, cloud: null, reason: `endpoints set by ${sourceOf.get('endpoints') ?? 'config'}` } : { chosen: cloud.chosen, cloud: cloud.cloud, reason: cloud.reason };
+  return { ...c, endpoints, endpointChoice, target6: pickTarget6(c.target, c.target6, endpoints, named) };
+}
+
+/** Whether the endpoints depend on DMI (so the caller must read it before resolving). */
+export function needsDmi(layers: readonly ConfigLayer[]): boolean {
+  const last = (k: string): unknown => [...layers].reverse().find((l) => l.values[k] !== undefined)?.values[k];
+  return last('endpoints') === undefined && (last('cloud') ?? 'auto') === 'auto';
 }
 
 function pickTarget6(target: Target, target6: Target | undefined, endpoints: readonly Endpoint[], named: (k: 'target' | 'target6') => string): Target {
@@ -157,7 +197,12 @@ function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
 export const ENV_KEYS: Readonly<Record<string, { key: string; kind: 'string' | 'list' | 'boolean' | 'number' }>> = {
   IMDS_GUARD_MODE: { key: 'mode', kind: 'string' },
   IMDS_GUARD_BACKEND: { key: 'backend', kind: 'string' },
-  IMDS_GUARD_INTERFACES: { key: 'interfaces', kind: 'list' },
+  IMDS_GUARD_ALLOW: { key: 'allow', kind: 'list' },
+  IMDS_GUARD_CLOUD: { key: 'cloud', kind: 'string' },
+  IMDS_GUARD_NOT_COVERABLE: { key: 'notCoverable', kind: 'string' },
+  IMDS_GUARD_HOST_NETWORK: { key: 'hostNetwork', kind: 'boolean' },
+  IMDS_GUARD_HOST_NETWORK_EXEMPT: { key: 'hostNetworkExempt', kind: 'list' },
+  IMDS_GUARD_CGROUP_PARENT: { key: 'cgroupParent', kind: 'string' },
   IMDS_GUARD_ENDPOINTS: { key: 'endpoints', kind: 'list' },
   IMDS_GUARD_TARGET: { key: 'target', kind: 'string' },
   IMDS_GUARD_TARGET6: { key: 'target6', kind: 'string' },
@@ -169,7 +214,6 @@ export const ENV_KEYS: Readonly<Record<string, { key: string; kind: 'string' | '
   IMDS_GUARD_DRIFT_SCHEDULE: { key: 'driftSchedule', kind: 'string' },
   IMDS_GUARD_LOCK_WAIT_SECONDS: { key: 'lockWaitSeconds', kind: 'number' },
   IMDS_GUARD_CONNTRACK: { key: 'conntrack', kind: 'boolean' },
-  IMDS_GUARD_IPSET: { key: 'ipset', kind: 'string' },
   IMDS_GUARD_LOG_LEVEL: { key: 'logLevel', kind: 'string' },
   DOCKER_HOST: { key: 'dockerHost', kind: 'string' },
 };

@@ -1,96 +1,134 @@
 import { createHash } from 'node:crypto';
-import type { Config } from './config.js';
 import { type Endpoint, hostPrefix } from './endpoint.js';
 import type { Family } from './family.js';
-import { type DesiredSet, SET_NAME, canBeMember, desiredSet } from './ipset.js';
-import { CHAIN, JUMP_COMMENT, RULE_COMMENT_PREFIX, interfacePatternMatches } from './names.js';
+import { FORWARD_CHAIN, JUMP_COMMENT, NAT_CHAIN, OUTPUT_CHAIN, type OwnedChainName, RULE_COMMENT_PREFIX } from './names.js';
 import { type Rule, parseRuleArgs } from './rule.js';
 import { type Target, targetArgs } from './target.js';
 
-/** What a rule matches traffic by: an interface name or wildcard, or membership of our set. */
-export type RuleVia = { readonly interface: string } | { readonly set: string };
+/**
+ * What the configuration asks for, derived from Config once at the top of a pass. Core
+ * functions take this, not the whole Config.
+ */
+export interface GuardSpec {
+  readonly endpoints: readonly Endpoint[];
+  readonly targets: Readonly<Record<Family, Target>>;
+  /** Interfaces that keep access (literal names, validated): their traffic returns before the catch-all. */
+  readonly allow: readonly string[];
+}
 
-/** One rule imds-guard wants in its chain: traffic arriving `via` an interface to `endpoint` goes to `target`. */
+/** What a rule does: let an allowed interface or exempt cgroup through, or turn the connection away. */
+export type RulePurpose = 'allow' | 'block';
+
+/** One rule imds-guard wants in one of its chains. */
 export interface DesiredRule {
-  readonly family: Family;
-  readonly via: RuleVia;
-  readonly endpoint: Endpoint;
-  readonly target: Target;
+  readonly purpose: RulePurpose;
+  /** The endpoint a block rule turns away. */
+  readonly endpoint?: Endpoint;
+  /** The interface an allow rule lets through. */
+  readonly interface?: string;
+  /** The cgroup (v2 path, relative to the cgroup2 mount) the rule matches sockets of. */
+  readonly cgroup?: string;
   /** Short content id carried in the comment, so a changed rule is told from a foreign one. */
   readonly id: string;
-  /** Arguments after `-A IMDS-GUARD`, in the order iptables-save prints them. */
+  /** Arguments after `-A CHAIN`, in the order iptables-save prints them. */
   readonly args: readonly string[];
+}
+
+export type TableWithChains = 'nat' | 'filter';
+
+/** A chain imds-guard owns, the built-in chain that jumps to it first, and its whole content. */
+export interface DesiredChain {
+  readonly table: TableWithChains;
+  readonly chain: OwnedChainName;
+  readonly hook: 'PREROUTING' | 'FORWARD' | 'OUTPUT';
+  /** Arguments of the jump, after `-A HOOK`. */
+  readonly jumpArgs: readonly string[];
+  readonly rules: readonly DesiredRule[];
 }
 
 export interface DesiredFamily {
   readonly family: Family;
-  readonly rules: readonly DesiredRule[];
-  /** Arguments of the PREROUTING jump, after `-A PREROUTING`. */
-  readonly jumpArgs: readonly string[];
-  /** The set whose members the set rules match, or null when every interface has its own rules. */
-  readonly set: DesiredSet | null;
+  /** Empty when the family has no endpoint: then nothing of ours belongs in its tables. */
+  readonly chains: readonly DesiredChain[];
 }
 
-/** How the covered interfaces are matched: each by rules of its own, or as a member of our set. */
-export interface Coverage {
-  readonly rules: readonly string[];
-  /** Null when no set is used (ipset unavailable or switched off). */
-  readonly members: readonly string[] | null;
-}
-
-export const JUMP_ARGS: readonly string[] = ['-m', 'comment', '--comment', JUMP_COMMENT, '-j', CHAIN];
+export const jumpArgs = (chain: OwnedChainName): readonly string[] => ['-m', 'comment', '--comment', JUMP_COMMENT, '-j', chain];
+/** @deprecated the nat jump; use jumpArgs(NAT_CHAIN). */
+export const JUMP_ARGS = jumpArgs(NAT_CHAIN);
 
 /**
- * Interfaces to cover: the configured names and wildcards, plus bridge names Docker
- * reports that no wildcard already covers (custom `com.docker.network.bridge.name`).
+ * The protection of one family, whatever the host's interfaces are called:
+ * - nat PREROUTING: every new connection the host receives for forwarding to an
+ *   endpoint, on any interface, goes to the target. PREROUTING never sees the host's
+ *   own traffic (that goes through OUTPUT), so the host keeps its access, and a bridge,
+ *   overlay or VM bridge created later is covered from its first packet, with no rule
+ *   per network and no event needed.
+ * - filter FORWARD: the backstop. A packet that reaches FORWARD still addressed to an
+ *   endpoint skipped our NAT (NOTRACK in raw, a foreign DNAT that won at the same hook):
+ *   it is refused with a reset. A redirected or DNAT-ed packet no longer has the
+ *   endpoint as its destination there, so the backstop never sees what NAT handled.
+ * Allowed interfaces return first in both chains.
+ * `output`, when given, is the filter OUTPUT chain's content (host-network containers).
  */
-export function coveredInterfaces(configured: readonly string[], discovered: readonly string[]): string[] {
-  const extra = discovered.filter((name) => !configured.some((p) => interfacePatternMatches(p, name)));
-  return [...configured, ...[...new Set(extra)].sort()];
+export function desiredFamily(spec: GuardSpec, family: Family, output: readonly DesiredRule[] | null = null): DesiredFamily {
+  const endpoints = spec.endpoints.filter((e) => e.family === family);
+  if (endpoints.length === 0) return { family, chains: [] };
+  const allow = (chain: OwnedChainName): DesiredRule[] => spec.allow.map((iface) => ruleFor(family, chain, 'allow', ['-i', iface], ['-j', 'RETURN'], { interface: iface }));
+  const nat: DesiredChain = {
+    table: 'nat',
+    chain: NAT_CHAIN,
+    hook: 'PREROUTING',
+    jumpArgs: jumpArgs(NAT_CHAIN),
+    rules: [...allow(NAT_CHAIN), ...endpoints.map((e) => ruleFor(family, NAT_CHAIN, 'block', endpointMatch(family, e), targetArgs(spec.targets[family], family), { endpoint: e }))],
+  };
+  const forward: DesiredChain = {
+    table: 'filter',
+    chain: FORWARD_CHAIN,
+    hook: 'FORWARD',
+    jumpArgs: jumpArgs(FORWARD_CHAIN),
+    rules: [...allow(FORWARD_CHAIN), ...endpoints.map((e) => ruleFor(family, FORWARD_CHAIN, 'block', endpointMatch(family, e), REJECT_RESET, { endpoint: e }))],
+  };
+  const chains = [nat, forward];
+  if (output !== null && output.length > 0) chains.push({ table: 'filter', chain: OUTPUT_CHAIN, hook: 'OUTPUT', jumpArgs: jumpArgs(OUTPUT_CHAIN), rules: output });
+  return { family, chains };
+}
+
+/** A reset, so the client sees "connection refused" at once (ip6tables spells it the same). */
+export const REJECT_RESET: readonly string[] = ['-j', 'REJECT', '--reject-with', 'tcp-reset'];
+
+/** The match part of a rule for one endpoint, in the order iptables-save prints it. */
+export function endpointMatch(family: Family, e: Endpoint): string[] {
+  return ['-d', `${e.address}/${hostPrefix(family)}`, '-p', 'tcp', '-m', 'tcp', '--dport', String(e.port)];
 }
 
 /**
- * The configured names and wildcards keep rules of their own (they change only with
- * the config); the bridges Docker adds under custom names become set members when the
- * host has ipset, so creating a network does not rewrite the nat table. A host with no
- * such bridge has no set at all.
+ * A rule with its content id: the id hashes what the rule means (family, chain, match,
+ * action), and the comment carrying it sits between match and action, where
+ * iptables-save prints it. `extraComment` (e.g. a cgroup's inode) is carried in the
+ * comment but is not part of the id.
  */
-export function coverage(configured: readonly string[], interfaces: readonly string[], useSet: boolean): Coverage {
-  const discovered = interfaces.filter((i) => !configured.includes(i));
-  const members = discovered.filter(canBeMember);
-  if (!useSet || members.length === 0) return { rules: interfaces, members: null };
-  return { rules: [...configured, ...discovered.filter((i) => !canBeMember(i))], members };
+export function ruleFor(
+  family: Family,
+  chain: OwnedChainName,
+  purpose: RulePurpose,
+  match: readonly string[],
+  action: readonly string[],
+  about: { endpoint?: Endpoint; interface?: string; cgroup?: string },
+  extraComment = '',
+): DesiredRule {
+  const id = createHash('sha256').update([family, chain, ...match, ...action].join(' ')).digest('hex').slice(0, 12);
+  const comment = `${RULE_COMMENT_PREFIX}${id}${extraComment === '' ? '' : ` ${extraComment}`}`;
+  return { purpose, ...about, id, args: [...match, '-m', 'comment', '--comment', comment, ...action] };
 }
 
-/** Rules for each of `interfaces`, plus set rules and the set when `members` is not null. */
-export function desiredFamily(config: Config, family: Family, interfaces: readonly string[], members: readonly string[] | null = null): DesiredFamily {
-  const target = family === 'ipv4' ? config.target : config.target6;
-  const endpoints = config.endpoints.filter((e) => e.family === family);
-  const rules = interfaces.flatMap((iface) => endpoints.map((endpoint) => desiredRule(family, { interface: iface }, endpoint, target)));
-  if (members === null || endpoints.length === 0) return { family, rules, jumpArgs: JUMP_ARGS, set: null };
-  const setRules = endpoints.map((endpoint) => desiredRule(family, { set: SET_NAME[family] }, endpoint, target));
-  return { family, rules: [...rules, ...setRules], jumpArgs: JUMP_ARGS, set: desiredSet(family, members) };
-}
-
-export function desiredRule(family: Family, via: RuleVia, endpoint: Endpoint, target: Target): DesiredRule {
-  // In the order iptables-save prints them, so a rendered rule reads like a saved one.
-  const semantic = [
-    '-d', `${endpoint.address}/${hostPrefix(family)}`,
-    ...('interface' in via ? ['-i', via.interface] : []),
-    '-p', 'tcp', '-m', 'tcp', '--dport', String(endpoint.port),
-    ...('set' in via ? ['-m', 'set', '--match-set', via.set, 'src,src'] : []),
-  ];
-  const action = targetArgs(target, family);
-  const id = createHash('sha256').update([family, ...semantic, ...action].join(' ')).digest('hex').slice(0, 12);
-  const args = [...semantic, '-m', 'comment', '--comment', `${RULE_COMMENT_PREFIX}${id}`, ...action];
-  return { family, via, endpoint, target, id, args };
-}
-
+/** Our id in a rule's comment (the first word after the prefix), or null. */
 export function ruleIdOf(comment: string | undefined): string | null {
-  return comment?.startsWith(RULE_COMMENT_PREFIX) ? comment.slice(RULE_COMMENT_PREFIX.length) : null;
+  if (comment === undefined || !comment.startsWith(RULE_COMMENT_PREFIX)) return null;
+  const id = comment.slice(RULE_COMMENT_PREFIX.length).split(' ')[0] ?? '';
+  return /^[0-9a-f]{12}$/.test(id) ? id : null;
 }
 
-/** The desired rule as a parsed Rule, to compare with what iptables-save returns. */
-export function asRule(rule: DesiredRule): Rule {
-  return parseRuleArgs(CHAIN, rule.args);
+/** The desired rule as a parsed Rule of `chain`, to compare with what iptables-save returns. */
+export function asRule(chain: string, rule: DesiredRule): Rule {
+  return parseRuleArgs(chain, rule.args);
 }

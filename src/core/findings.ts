@@ -7,16 +7,24 @@ export type DriftKind =
   | 'rule-altered'
   | 'rule-unknown'
   | 'rule-reordered'
-  | 'set-missing'
-  | 'set-altered'
-  | 'set-member-missing'
-  | 'set-member-unknown'
+  /** A cgroup rule resolved against a cgroup since removed and made again: it matches nothing. */
+  | 'cgroup-stale'
   | 'jump-missing'
   | 'jump-not-first'
   | 'jump-duplicate'
   | 'jump-altered'
   | 'foreign-undermining'
+  /** A rule in the other iptables backend that takes endpoint traffic at the same hook. */
+  | 'other-backend-undermining'
+  /** Traffic to an endpoint is exempted from connection tracking, so it never meets a nat rule. */
+  | 'bypass-notrack'
   | 'other-backend'
+  /** A nat table of a family the host has could not be read: nothing about it was checked. */
+  | 'table-unreadable'
+  /** An allowed interface is a Docker bridge: its containers keep access. */
+  | 'allowed-docker-bridge'
+  /** A Docker network whose traffic never passes the host's PREROUTING (macvlan, ipvlan). */
+  | 'network-not-coverable'
   | 'boot-script-missing'
   | 'boot-script-stale'
   | 'boot-script-edited'
@@ -25,7 +33,18 @@ export type DriftKind =
   /** The endpoint's rule is in place but the jump does not take traffic to it. */
   | 'unprotected';
 
-export type InfoKind = 'protected' | 'seed-duplicate' | 'family-unavailable' | 'backend' | 'conntrack' | 'boot-script-ok' | 'local-service-ok' | 'docker';
+export type InfoKind =
+  | 'protected'
+  | 'seed-duplicate'
+  | 'family-unavailable'
+  | 'backend'
+  | 'conntrack'
+  | 'boot-script-ok'
+  | 'local-service-ok'
+  | 'docker'
+  | 'endpoints'
+  | 'network-covered'
+  | 'network-harmless';
 
 export type FindingStatus = 'pass' | 'fail' | 'warn' | 'info';
 export type Severity = 'critical' | 'high' | 'medium' | 'low' | 'info';
@@ -39,12 +58,17 @@ export interface Finding {
   readonly message: string;
   readonly family?: Family;
   readonly backend?: Backend;
+  /** The table and chain the finding is about. */
+  readonly table?: string;
+  readonly chain?: string;
   readonly interface?: string;
-  /** Our ipset the finding is about (its set rule, or the set itself). */
-  readonly set?: string;
+  /** The Docker network or container the finding is about. */
+  readonly network?: string;
+  readonly container?: string;
   readonly endpoint?: string;
   /** Lines read from the host that show the finding (rules as iptables-save prints them, file facts). */
   readonly evidence: readonly string[];
+  /** What to do, ready to paste: commands are quoted for a POSIX shell (see shell-words). */
   readonly remediation?: string;
 }
 
@@ -55,22 +79,39 @@ export const CHECK = {
   ruleAltered: 'IG-103',
   ruleUnknown: 'IG-104',
   ruleOrder: 'IG-105',
-  set: 'IG-106',
-  setMember: 'IG-107',
+  // IG-106 and IG-107 (ipset) are retired with the per-bridge coverage they served.
+  cgroupStale: 'IG-108',
+  backstop: 'IG-110',
   jump: 'IG-201',
   jumpDuplicate: 'IG-202',
   undermining: 'IG-301',
   seedDuplicate: 'IG-302',
   otherBackend: 'IG-303',
+  otherBackendUndermining: 'IG-304',
+  bypass: 'IG-305',
   bootScript: 'IG-401',
   localService: 'IG-402',
   family: 'IG-501',
   backend: 'IG-502',
   conntrack: 'IG-503',
   docker: 'IG-504',
+  endpoints: 'IG-505',
+  network: 'IG-601',
+  allowedBridge: 'IG-602',
+  notCoverable: 'IG-603',
 } as const;
 
+// Failing findings that are not drift: exposure the host's configuration or Docker's
+// networks create, or a table we could not read; nobody undid our work.
+const NOT_DRIFT = new Set<Finding['kind']>(['network-not-coverable', 'allowed-docker-bridge', 'table-unreadable']);
+
+/** Something changed from the desired state (or undermines it): logged as a drift event and repaired where we can. */
 export function isDrift(f: Finding): boolean {
+  return f.status === 'fail' && !NOT_DRIFT.has(f.kind);
+}
+
+/** The protection verdict fails closed: any failing finding, drift or exposure, means not protected. */
+export function isFailure(f: Finding): boolean {
   return f.status === 'fail';
 }
 
@@ -81,5 +122,13 @@ export function hasDrift(findings: readonly Finding[]): boolean {
 
 /** A finding's identity across passes, so the daemon logs a drift once when it appears, not every check. */
 export function findingKey(f: Finding): string {
-  return [f.id, f.kind, f.family ?? '', f.backend ?? '', f.interface ?? '', f.endpoint ?? '', f.evidence.join('|')].join('\u0000');
+  return [f.id, f.kind, f.family ?? '', f.backend ?? '', f.table ?? '', f.chain ?? '', f.interface ?? '', f.network ?? '', f.container ?? '', f.endpoint ?? '', f.evidence.join('|')].join('\u0000');
+}
+
+// Failures a pass cannot repair: they need the operator (or are beyond the host's reach).
+const OPERATOR = new Set<Finding['kind']>(['network-not-coverable', 'allowed-docker-bridge', 'table-unreadable', 'other-backend-undermining']);
+
+/** A failure `apply` cannot repair, so `apply` exits 1 even in enforce mode. */
+export function needsOperator(f: Finding): boolean {
+  return f.status === 'fail' && OPERATOR.has(f.kind);
 }

@@ -1,160 +1,182 @@
-import { type BackendChoice } from './backend-choice.js';
+import type { BackendChoice } from './backend-choice.js';
 import { type BootScriptFile, type BootScriptState, inspectBootScript, renderBootScript } from './boot-script.js';
-import type { Config } from './config.js';
-import { coverage, coveredInterfaces, desiredFamily, type DesiredFamily } from './desired.js';
+import { type ChainDiff, chainConverged, compareChain, endpointsOf } from './chain-compare.js';
+import { chainFindings, deleteCommand, savedLine, seedDuplicateFindings } from './chain-findings.js';
+import { type NetworkView, networkFindings } from './coverage.js';
+import type { DesiredFamily } from './desired.js';
+import type { DockerFacts } from './docker-facts.js';
 import { type Backend, type Family, FAMILIES, otherBackend } from './family.js';
 import { CHECK, type Finding } from './findings.js';
-import { type SavedSet, SET_NAME, compareSet, interfaceOfMember } from './ipset.js';
-import { compareNat } from './nat-compare.js';
-import { EMPTY_NAT, type NatTable, chainRules } from './nat-table.js';
-import { CHAIN, interfacePatternMatches } from './names.js';
-import { holdsOurs, renderRemoval, renderRestore } from './restore-payload.js';
-import { joinArgs, optionValue } from './rule.js';
+import { BOOT_SCRIPT_NAME, NAT_CHAIN, isOwnedChain } from './names.js';
+import { canIntercept, matchesEndpoint } from './reach.js';
+import { renderRemoval, renderTableRestore } from './restore-payload.js';
+import { ruleTarget } from './rule.js';
+import { type SavedTable, type TableName, chainRules, emptyTable, hasChain } from './saved-table.js';
+
+/** One family's tables as one backend holds them, or why they could not be read. */
+export type TableRead = { readonly ok: true; readonly tables: ReadonlyMap<TableName, SavedTable> } | { readonly ok: false; readonly why: string };
+
+export interface FamilyObservation {
+  /** Whether the host has this family at all (an IPv6-less kernel has no ip6tables nat table to read). */
+  readonly present: boolean;
+  /** The tables of the backend Docker uses. */
+  readonly ours: TableRead;
+  /** The other backend's tables; null when they are not loaded (nothing can be there). */
+  readonly other: ReadonlyMap<TableName, SavedTable> | null;
+}
 
 /** Everything one pass read from the host. */
 export interface Observation {
   readonly backend: BackendChoice;
-  /** Per family: our backend's nat table (null: unavailable) and the other backend's (null: not loaded). */
-  readonly tables: Readonly<Record<Family, { readonly ours: NatTable | null; readonly other: NatTable | null }>>;
-  /** Bridge interfaces Docker reports, or null when Docker could not be asked. */
-  readonly dockerBridges: readonly string[] | null;
+  readonly families: Readonly<Record<Family, FamilyObservation>>;
+  /** What Docker said; null when it was not asked (switched off) or could not be reached. */
+  readonly docker: DockerFacts | null;
+  readonly dockerReachable: boolean | null;
   readonly bootScript: { readonly dirExists: boolean; readonly file: BootScriptFile | null };
   /** Whether OpenRC's `local` service is in the default runlevel; null on a host without OpenRC. */
   readonly localServiceEnabled: boolean | null;
-  /** Per family: our set as saved (null: not there), or unavailable when this host has no usable ipset. */
-  readonly sets: Readonly<Record<Family, SetObservation>>;
 }
 
-/** Unavailable: this host has no usable ipset, or the set was not read because nothing of ours can be in one (see setWorthReading). */
-export type SetObservation = { readonly available: false } | { readonly available: true; readonly set: SavedSet | null };
-
-/**
- * Our set is read only where it can matter: a custom-named bridge for it to hold, or a
- * rule of ours naming it. Most hosts have neither, and their passes start no ipset
- * process at all; on 2 CPUs two more processes beside the saves cost a pass ~15 ms.
- * (A set left behind with no rule naming it is harmless; `remove` destroys it.)
- */
-export function setWorthReading(config: Config, family: Family, ours: NatTable | null, dockerBridges: readonly string[] | null): boolean {
-  if (ours !== null && chainRules(ours, CHAIN).some((r) => optionValue(r, '--match-set') === SET_NAME[family])) return true;
-  if (config.ipset === 'never' || dockerBridges === null) return false;
-  return coverage(config.interfaces, coveredInterfaces(config.interfaces, dockerBridges), true).members !== null;
-}
-
-/**
- * One write, applied in plan order: set members are added before the nat rules that
- * need them (iptables-restore refuses a rule naming a set that does not exist), and a
- * set is destroyed only after the rules naming it are gone.
- */
-export type Transaction =
-  | {
-      readonly tool: 'iptables';
-      readonly family: Family;
-      readonly backend: Backend;
-      readonly payload: string;
-      /** Adds or repairs protection (so connections opened before it must be cut), rather than only removing ours. */
-      readonly protects: boolean;
-    }
-  /** Set changes of both families go in one `ipset restore`: one process per pass, whatever the families. */
-  | { readonly tool: 'ipset'; readonly families: readonly Family[]; readonly payload: string; readonly protects: boolean };
-
-export interface Plan {
-  readonly findings: readonly Finding[];
-  readonly interfaces: readonly string[];
-  readonly transactions: readonly Transaction[];
-  readonly bootScript: { readonly expected: string; readonly state: BootScriptState; readonly write: boolean } | null;
+/** What the configuration decides for a pass beyond the rules themselves. */
+export interface PlanPolicy {
+  readonly allow: readonly string[];
+  readonly notCoverable: 'warn' | 'fail';
+  readonly bootScript: 'auto' | 'always' | 'never';
+  readonly bootScriptDir: string;
+  readonly openrcRoot: string;
   readonly enableLocalService: boolean;
 }
 
-/**
- * Desired state from config plus Docker's networks, compared with what was observed.
- * When Docker cannot be asked, interfaces already in our chain are kept: a Docker
- * restart must never take protection away (fail closed).
- */
-export function planReconcile(config: Config, obs: Observation): Plan {
+/** One `iptables-restore --noflush` transaction: one table of one family in one backend. */
+export interface Transaction {
+  readonly family: Family;
+  readonly backend: Backend;
+  readonly table: TableName;
+  readonly payload: string;
+  /** Adds or repairs protection (so connections opened before it must be cut), rather than only removing ours. */
+  readonly protects: boolean;
+}
+
+export interface Plan {
+  readonly findings: readonly Finding[];
+  readonly transactions: readonly Transaction[];
+  readonly bootScript: { readonly path: string; readonly expected: string; readonly state: BootScriptState; readonly write: boolean } | null;
+  readonly enableLocalService: boolean;
+  readonly networks: readonly NetworkView[];
+  /** The desired state per family the plan was made for (what the boot script restores). */
+  readonly desired: readonly DesiredFamily[];
+}
+
+/** Desired state (computed once by the caller) compared with what was observed. */
+export function planReconcile(desired: Readonly<Record<Family, DesiredFamily>>, obs: Observation, policy: PlanPolicy): Plan {
   const backend = obs.backend.backend;
-  const discovered = obs.dockerBridges ?? keptInterfaces(config, obs);
-  const interfaces = coveredInterfaces(config.interfaces, discovered);
   const findings: Finding[] = [{ id: CHECK.backend, kind: 'backend', status: 'info', severity: 'info', backend, message: `iptables backend ${backend}: ${obs.backend.reason}`, evidence: [] }];
-  const families = FAMILIES.map((family) => planFamily(config, obs, family, interfaces));
-  for (const f of families) findings.push(...f.findings);
-  const desired = families.flatMap((f) => (f.desired === null ? [] : [f.desired]));
-  const boot = planBootScript(config, obs, backend, desired, findings);
-  const transactions = [
-    ...setTransaction(families.flatMap((f) => f.setChanges), true),
-    ...families.flatMap((f) => f.nat),
-    ...setTransaction(families.flatMap((f) => f.setDestroys), false),
-  ];
-  return { findings, interfaces, transactions, bootScript: boot.script, enableLocalService: boot.enableLocal };
+  const transactions: Transaction[] = [];
+  const written: DesiredFamily[] = [];
+  for (const family of FAMILIES) {
+    const f = planFamily(desired[family], obs.families[family], backend, policy.allow);
+    findings.push(...f.findings);
+    transactions.push(...f.transactions);
+    if (f.holds) written.push(desired[family]);
+  }
+  const networks = obs.docker === null ? { views: [], findings: [] } : networkFindings(obs.docker.networks, policy.allow, policy.notCoverable);
+  findings.push(...networks.findings);
+  if (obs.dockerReachable === false) {
+    findings.push({ id: CHECK.docker, kind: 'docker', status: 'warn', severity: 'low', message: 'Docker could not be asked: its networks are not listed (the protection does not depend on them)', evidence: [] });
+  }
+  const boot = planBootScript(policy, obs, backend, written, findings);
+  return { findings, transactions, bootScript: boot.script, enableLocalService: boot.enableLocal, networks: networks.views, desired: written };
 }
 
 interface FamilyPlan {
   readonly findings: readonly Finding[];
-  /** What this family should hold, or null when it holds nothing of ours (no endpoint, or no table). */
-  readonly desired: DesiredFamily | null;
-  readonly setChanges: readonly SetChange[];
-  readonly nat: readonly Transaction[];
-  readonly setDestroys: readonly SetChange[];
+  readonly transactions: readonly Transaction[];
+  /** The family's tables were read and hold (or will hold) our chains. */
+  readonly holds: boolean;
 }
 
-function planFamily(config: Config, obs: Observation, family: Family, interfaces: readonly string[]): FamilyPlan {
-  const backend = obs.backend.backend;
-  const { ours, other } = obs.tables[family];
-  const setObs = obs.sets[family];
-  const cover = coverage(config.interfaces, interfaces, config.ipset === 'auto' && setObs.available);
-  const want = desiredFamily(config, family, cover.rules, cover.members);
+const WRITTEN_TABLES: readonly ('nat' | 'filter')[] = ['nat', 'filter'];
+
+function planFamily(want: DesiredFamily, seen: FamilyObservation, backend: Backend, allow: readonly string[]): FamilyPlan {
+  const { family } = want;
   const findings: Finding[] = [];
-  const setChanges: SetChange[] = [];
-  const nat: Transaction[] = [];
-  // A set nothing of ours needs any more goes once the rules naming it are gone; one in
-  // a family whose table cannot be read is left alone.
-  let setInUse = ours === null;
-  if (ours === null) {
-    if (want.rules.length > 0) findings.push({ id: CHECK.family, kind: 'family-unavailable', status: 'info', severity: 'info', family, backend, message: `the ${family} nat table is not available on this host; ${family} endpoints are skipped`, evidence: [] });
-  } else if (want.rules.length === 0) {
-    const payload = renderRemoval(ours);
-    if (payload !== null) nat.push({ tool: 'iptables', family, backend, payload, protects: false });
+  const transactions: Transaction[] = [];
+  if (!seen.present) {
+    if (want.chains.length > 0) findings.push({ id: CHECK.family, kind: 'family-unavailable', status: 'info', severity: 'info', family, backend, message: `this host has no ${family}: its endpoints cannot be reached and are skipped`, evidence: [] });
+    return { findings, transactions, holds: false };
+  }
+  if (!seen.ours.ok) {
+    // Fail closed: a table we could not read was not checked, so it is not protected.
+    if (want.chains.length > 0) findings.push({ id: CHECK.family, kind: 'table-unreadable', status: 'fail', severity: 'critical', family, backend, message: `the ${family} tables of the ${backend} backend could not be read: nothing about ${family} was checked`, evidence: [seen.ours.why], remediation: 'make iptables work for this family and backend (or set backend), then imds-guard apply' });
   } else {
-    let present: ReadonlySet<string> = new Set();
-    if (want.set !== null && setObs.available) {
-      const cmp = compareSet(want.set, setObs.set);
-      findings.push(...cmp.findings);
-      present = cmp.present;
-      if (cmp.payload !== null) setChanges.push({ family, payload: cmp.payload });
-      setInUse = true;
+    const tables = seen.ours.tables;
+    for (const table of WRITTEN_TABLES) {
+      const saved = tables.get(table) ?? emptyTable(table);
+      const chains = want.chains.filter((c) => c.table === table);
+      const diffs: ChainDiff[] = chains.map((c) => compareChain(c, saved, allow));
+      for (const d of diffs) {
+        findings.push(...chainFindings(d, { family, backend }, saved));
+        findings.push(...seedDuplicateFindings(d, { family, backend }, saved));
+      }
+      const payload = want.chains.length === 0 ? renderRemoval(saved) : diffs.every(chainConverged) && !holdsUnwanted(saved, chains) ? null : renderTableRestore(table, diffs, saved);
+      if (payload !== null) transactions.push({ family, backend, table, payload, protects: want.chains.length > 0 });
     }
-    const cmp = compareNat({ desired: want, table: ours, family, backend, interfaces, setMembersPresent: present });
-    findings.push(...cmp.findings);
-    const payload = renderRestore(want, cmp);
-    if (payload !== null) nat.push({ tool: 'iptables', family, backend, payload, protects: true });
+    findings.push(...bypassFindings(want, tables, family, backend));
   }
-  const setDestroys = !setInUse && setObs.available && setObs.set !== null ? [{ family, payload: `destroy ${SET_NAME[family]}\n` }] : [];
-  if (other !== null && holdsOurs(other)) {
+  if (seen.other !== null) {
     const ob = otherBackend(backend);
-    findings.push({ id: CHECK.otherBackend, kind: 'other-backend', status: 'fail', severity: 'medium', family, backend: ob, message: `imds-guard rules are left in the ${ob} backend, which Docker does not use`, evidence: chainRules(other, 'PREROUTING').filter((r) => optionValue(r, '-j') === CHAIN).map((r) => `-A PREROUTING ${joinArgs(r.args)}`), remediation: 'imds-guard apply (removes them)' });
-    nat.push({ tool: 'iptables', family, backend: ob, payload: renderRemoval(other)!, protects: false });
+    for (const [table, saved] of seen.other) {
+      const payload = table === 'raw' ? null : renderRemoval(saved);
+      if (payload !== null) {
+        findings.push({ id: CHECK.otherBackend, kind: 'other-backend', status: 'fail', severity: 'medium', family, backend: ob, table, message: `imds-guard rules are left in the ${ob} backend's ${table} table, which Docker does not use`, evidence: ownedJumps(saved).map(savedLine), remediation: 'imds-guard apply (removes them)' });
+        transactions.push({ family, backend: ob, table, payload, protects: false });
+      }
+    }
+    findings.push(...otherBackendUndermining(want, seen.other, family, ob, allow));
+    findings.push(...bypassFindings(want, seen.other, family, ob));
   }
-  return { findings, desired: ours !== null && want.rules.length > 0 ? want : null, setChanges, nat, setDestroys };
+  return { findings, transactions, holds: seen.ours.ok && want.chains.length > 0 };
 }
 
-interface SetChange {
-  readonly family: Family;
-  readonly payload: string;
+/** An owned chain the desired state no longer has (host-network protection switched off). */
+function holdsUnwanted(saved: SavedTable, chains: readonly { chain: string }[]): boolean {
+  const wanted = new Set(chains.map((c) => c.chain));
+  return saved.chains.some((c) => isOwnedChain(c) && !wanted.has(c));
 }
 
-function setTransaction(changes: readonly SetChange[], protects: boolean): Transaction[] {
-  if (changes.length === 0) return [];
-  return [{ tool: 'ipset', families: changes.map((c) => c.family), payload: changes.map((c) => c.payload).join(''), protects }];
+function ownedJumps(saved: SavedTable): ReturnType<typeof chainRules> {
+  return saved.chains.filter((c) => !isOwnedChain(c)).flatMap((c) => chainRules(saved, c).filter((r) => isOwnedChain(ruleTarget(r) ?? '')));
 }
 
-function keptInterfaces(config: Config, obs: Observation): string[] {
-  const inChain = FAMILIES.flatMap((f) => chainRules(obs.tables[f].ours ?? EMPTY_NAT, CHAIN))
-    .map((r) => optionValue(r, '-i'))
-    .filter((i): i is string => i !== undefined);
-  const inSet = FAMILIES.flatMap((f) => {
-    const o = obs.sets[f];
-    return o.available && o.set !== null ? o.set.members.flatMap((m) => interfaceOfMember(f, m) ?? []) : [];
-  });
-  return [...inChain, ...inSet].filter((i) => !config.interfaces.some((p) => p === i || interfacePatternMatches(p, i)));
+/**
+ * Rules of the other backend's nat PREROUTING that take endpoint traffic: both
+ * backends' base chains sit at the same hook and priority, so which runs first is not
+ * ours to decide, and a DNAT or ACCEPT there can win.
+ */
+function otherBackendUndermining(want: DesiredFamily, other: ReadonlyMap<TableName, SavedTable>, family: Family, backend: Backend, allow: readonly string[]): Finding[] {
+  const nat = other.get('nat');
+  const chain = want.chains.find((c) => c.chain === NAT_CHAIN);
+  if (nat === undefined || chain === undefined) return [];
+  const scope = { allowed: allow, chain: (n: string) => (hasChain(nat, n) && !isOwnedChain(n) ? chainRules(nat, n) : undefined) };
+  return chainRules(nat, 'PREROUTING')
+    .filter((r) => !isOwnedChain(ruleTarget(r) ?? '') && endpointsOf(chain).some((e) => canIntercept(r, e, scope)))
+    .map((r) => ({ id: CHECK.otherBackendUndermining, kind: 'other-backend-undermining' as const, status: 'fail' as const, severity: 'critical' as const, family, backend, table: 'nat', chain: 'PREROUTING', message: `a rule in the ${backend} backend's nat PREROUTING takes metadata traffic at the same hook as ours, and may run first`, evidence: [savedLine(r)], remediation: `remove it if it is not wanted: ${deleteCommand(family, backend, 'nat', r)}` }));
+}
+
+/**
+ * Untracked traffic never meets a nat rule: `-t raw ... -j CT --notrack` (or NOTRACK)
+ * for an endpoint skips our catch-all. The filter backstop still refuses it; the
+ * rule is reported all the same, since someone meant to get around NAT.
+ */
+function bypassFindings(want: DesiredFamily, tables: ReadonlyMap<TableName, SavedTable>, family: Family, backend: Backend): Finding[] {
+  const raw = tables.get('raw');
+  const chain = want.chains.find((c) => c.chain === NAT_CHAIN);
+  if (raw === undefined || chain === undefined) return [];
+  const untracks = (r: ReturnType<typeof chainRules>[number]): boolean => ruleTarget(r) === 'NOTRACK' || (ruleTarget(r) === 'CT' && r.options.some((o) => o.name === '--notrack'));
+  return raw.chains
+    .flatMap((c) => chainRules(raw, c))
+    .filter((r) => untracks(r) && endpointsOf(chain).some((e) => matchesEndpoint(r, e, [])))
+    .map((r) => ({ id: CHECK.bypass, kind: 'bypass-notrack' as const, status: 'fail' as const, severity: 'high' as const, family, backend, table: 'raw', chain: r.chain, message: `connection tracking is switched off for metadata traffic, so it skips the nat protection (the filter backstop still refuses it)`, evidence: [savedLine(r)], remediation: `remove it if it is not wanted: ${deleteCommand(family, backend, 'raw', r)}` }));
 }
 
 const BOOT_FINDING: Record<Exclude<BootScriptState, 'ok'>, { kind: Finding['kind']; severity: Finding['severity']; message: string }> = {
@@ -164,12 +186,12 @@ const BOOT_FINDING: Record<Exclude<BootScriptState, 'ok'>, { kind: Finding['kind
   'not-executable': { kind: 'boot-script-not-executable', severity: 'high', message: "the boot script is not executable: OpenRC's local service skips it" },
 };
 
-function planBootScript(config: Config, obs: Observation, backend: Backend, desired: readonly DesiredFamily[], findings: Finding[]): { script: Plan['bootScript']; enableLocal: boolean } {
-  const path = `${config.bootScriptDir}/imds-guard.start`;
-  const wanted = config.bootScript === 'always' || (config.bootScript === 'auto' && obs.bootScript.dirExists);
+function planBootScript(policy: PlanPolicy, obs: Observation, backend: Backend, desired: readonly DesiredFamily[], findings: Finding[]): { script: Plan['bootScript']; enableLocal: boolean } {
+  const path = `${policy.bootScriptDir}/${BOOT_SCRIPT_NAME}`;
+  const wanted = policy.bootScript === 'always' || (policy.bootScript === 'auto' && obs.bootScript.dirExists);
   if (!wanted || desired.length === 0) {
-    if (config.bootScript === 'auto' && !obs.bootScript.dirExists) {
-      findings.push({ id: CHECK.bootScript, kind: 'boot-script-ok', status: 'info', severity: 'info', message: `${config.bootScriptDir} does not exist (not an OpenRC host): no boot script written`, evidence: [] });
+    if (policy.bootScript === 'auto' && !obs.bootScript.dirExists) {
+      findings.push({ id: CHECK.bootScript, kind: 'boot-script-ok', status: 'info', severity: 'info', message: `${policy.bootScriptDir} does not exist (not an OpenRC host): no boot script written`, evidence: [] });
     }
     return { script: null, enableLocal: false };
   }
@@ -184,14 +206,15 @@ function planBootScript(config: Config, obs: Observation, backend: Backend, desi
   }
   let enableLocal = false;
   if (obs.localServiceEnabled === false) {
-    enableLocal = config.enableLocalService;
-    findings.push({ id: CHECK.localService, kind: 'local-service-disabled', status: config.enableLocalService ? 'fail' : 'warn', severity: 'medium', message: `OpenRC's local service is not in the default runlevel, so ${path} will not run at boot`, evidence: [`${config.openrcRoot}/default/local is missing`], remediation: 'rc-update add local default (or imds-guard apply --enable-local-service)' });
+    enableLocal = policy.enableLocalService;
+    findings.push({ id: CHECK.localService, kind: 'local-service-disabled', status: policy.enableLocalService ? 'fail' : 'warn', severity: 'medium', message: `OpenRC's local service is not in the default runlevel, so ${path} will not run at boot`, evidence: [`${policy.openrcRoot}/default/local is missing`], remediation: 'rc-update add local default (or imds-guard apply --enable-local-service)' });
   } else if (obs.localServiceEnabled === true) {
     findings.push({ id: CHECK.localService, kind: 'local-service-ok', status: 'pass', severity: 'info', message: "OpenRC's local service is enabled", evidence: [] });
   }
-  return { script: { expected, state, write: state !== 'ok' }, enableLocal };
+  return { script: { path, expected, state, write: state !== 'ok' }, enableLocal };
 }
 
 export function isConverged(plan: Plan): boolean {
   return plan.transactions.length === 0 && !(plan.bootScript?.write ?? false) && !plan.enableLocalService;
 }
+

@@ -1,22 +1,47 @@
 import { isIP } from 'node:net';
 import type { Endpoint } from './endpoint.js';
-import { interfacePatternMatches } from './names.js';
 import { type Rule, ruleTarget } from './rule.js';
 
 // Targets that let the packet continue down the chain: a rule with one of these
 // cannot take endpoint traffic away from our jump below it.
 const NON_TERMINATING = new Set(['LOG', 'NFLOG', 'ULOG', 'MARK', 'CONNMARK', 'TRACE', 'AUDIT', 'TTL', 'HL', 'TOS', 'DSCP', 'CLASSIFY', 'SET', 'CONNSECMARK', 'SECMARK']);
+// Targets that end the packet: they block too, so they never undermine a block below.
+const BLOCKING = new Set(['DROP', 'REJECT']);
+// How deep jumps into user chains are followed before a rule is assumed to intercept.
+const MAX_DEPTH = 8;
+
+/** Where the rule stands: the chains of its table (to follow jumps), and the interfaces that keep access anyway. */
+export interface ReachScope {
+  /** The rules of a user chain of the same table, or undefined when the table has no such chain. */
+  readonly chain: (name: string) => readonly Rule[] | undefined;
+  /** Allowed interfaces: a rule that matches only these cannot take protected traffic. */
+  readonly allowed: readonly string[];
+}
 
 /**
- * Whether `rule`, placed before our jump in PREROUTING, can match a new connection
- * from one of `interfaces` to `endpoint` and stop it reaching our chain. Unknown
- * matches are assumed to match (fail safe); only what provably excludes the endpoint
- * makes a rule harmless — Swarm's `-m addrtype --dst-type LOCAL -j DOCKER-INGRESS`,
- * for one, can never see a packet to a link-local address that is not on the host.
+ * Whether `rule`, placed before our jump in a built-in chain, can match a new connection
+ * to `endpoint` from a protected source and stop it reaching our chain. Unknown matches
+ * are assumed to match (fail safe); only what provably excludes the endpoint makes a
+ * rule harmless: Swarm's `-m addrtype --dst-type LOCAL -j DOCKER-INGRESS` can never see
+ * a packet to a link-local address that is not on the host, and Docker's
+ * `-j DOCKER-USER` at the top of FORWARD only returns unless someone put more in it.
  */
-export function canIntercept(rule: Rule, endpoint: Endpoint, interfaces: readonly string[]): boolean {
+export function canIntercept(rule: Rule, endpoint: Endpoint, scope: ReachScope, depth = 0, inUserChain = false): boolean {
   const target = ruleTarget(rule);
-  if (target === undefined || NON_TERMINATING.has(target)) return false;
+  if (target === undefined || NON_TERMINATING.has(target) || BLOCKING.has(target)) return false;
+  if (!matchesEndpoint(rule, endpoint, scope.allowed)) return false;
+  // RETURN in a user chain hands the packet back to the caller, which goes on to our jump.
+  if (target === 'RETURN' && inUserChain) return false;
+  const sub = scope.chain(target);
+  if (sub !== undefined) {
+    if (depth >= MAX_DEPTH) return true;
+    return sub.some((r) => canIntercept(r, endpoint, scope, depth + 1, true));
+  }
+  return true;
+}
+
+/** Whether the rule's matches can hold for a connection to `endpoint` from a protected source. */
+export function matchesEndpoint(rule: Rule, endpoint: Endpoint, allowed: readonly string[]): boolean {
   for (const o of rule.options) {
     const v = o.values[0] ?? '';
     switch (o.name) {
@@ -30,9 +55,9 @@ export function canIntercept(rule: Rule, endpoint: Endpoint, interfaces: readonl
       }
       case '-i':
       case '--in-interface': {
-        const overlaps = interfaces.some((i) => patternsOverlap(v, i));
-        if (!o.negated && !overlaps) return false;
-        if (o.negated && interfaces.every((i) => !i.endsWith('+') && interfacePatternMatches(v, i))) return false;
+        // Only a rule naming nothing but allowed interfaces is harmless: every other
+        // interface's traffic is protected.
+        if (!o.negated && !v.endsWith('+') && allowed.includes(v)) return false;
         break;
       }
       case '-p':

@@ -1,3 +1,4 @@
+import type { NetworkView } from './coverage.js';
 import type { Finding, FindingStatus } from './findings.js';
 
 /** The audit report. Its JSON form is documented in the README and only grows (schemaVersion). */
@@ -9,7 +10,12 @@ export interface AuditReport {
   readonly host: string;
   readonly protected: boolean;
   readonly backend: string;
-  readonly interfaces: readonly string[];
+  /** The endpoints hidden, and how they were chosen (a cloud preset detected from DMI, the default, or the configuration). */
+  readonly endpoints: EndpointsView;
+  /** Interfaces whose forwarded traffic keeps access by configuration. */
+  readonly allow: readonly string[];
+  /** Every Docker network and how it is covered. */
+  readonly networks: readonly NetworkView[];
   readonly summary: Readonly<Record<FindingStatus, number>>;
   readonly findings: readonly Finding[];
   /** What the running agent recorded (null when no agent state was found). */
@@ -25,7 +31,14 @@ export interface AgentHistory {
   readonly recentDrift: readonly { readonly at: string; readonly kind: string; readonly message: string; readonly repaired: boolean }[];
 }
 
-export function buildReport(args: { version: string; host: string; now: Date; backend: string; interfaces: readonly string[]; findings: readonly Finding[]; agent: AgentHistory | null }): AuditReport {
+export interface EndpointsView {
+  readonly list: readonly string[];
+  readonly chosen: string;
+  readonly cloud: string | null;
+  readonly reason: string;
+}
+
+export function buildReport(args: { version: string; host: string; now: Date; backend: string; endpoints: EndpointsView; allow: readonly string[]; networks: readonly NetworkView[]; findings: readonly Finding[]; agent: AgentHistory | null }): AuditReport {
   const summary: Record<FindingStatus, number> = { pass: 0, fail: 0, warn: 0, info: 0 };
   for (const f of args.findings) summary[f.status]++;
   return {
@@ -36,7 +49,9 @@ export function buildReport(args: { version: string; host: string; now: Date; ba
     host: args.host,
     protected: summary.fail === 0,
     backend: args.backend,
-    interfaces: args.interfaces,
+    endpoints: args.endpoints,
+    allow: args.allow,
+    networks: args.networks,
     summary,
     findings: args.findings,
     agent: args.agent,
@@ -50,12 +65,18 @@ export function renderReportText(r: AuditReport): string {
   const lines = [
     `imds-guard audit of ${r.host} at ${r.generatedAt}`,
     `verdict: ${r.protected ? 'PROTECTED' : 'NOT PROTECTED / DRIFT'} (${r.summary.fail} fail, ${r.summary.warn} warn, ${r.summary.pass} pass)`,
-    `backend: ${r.backend}; interfaces: ${r.interfaces.join(' ')}`,
+    `backend: ${r.backend}; endpoints: ${r.endpoints.list.join(' ')} (${r.endpoints.cloud ?? r.endpoints.chosen}: ${r.endpoints.reason})`,
+    `covered: every container on every forwarded interface${r.allow.length > 0 ? `, except allowed ${r.allow.join(' ')}` : ''}`,
     '',
   ];
+  if (r.networks.length > 0) {
+    lines.push('networks:');
+    for (const n of r.networks) lines.push(`  ${n.name.padEnd(20)} ${n.driver.padEnd(8)} ${n.coverage.padEnd(13)} ${n.why}${n.containers.length > 0 ? ` [${n.containers.join(', ')}]` : ''}`);
+    lines.push('');
+  }
   const sorted = [...r.findings].sort((a, b) => ORDER[a.status] - ORDER[b.status]);
   for (const f of sorted) {
-    const where = [f.family, f.backend && f.kind === 'other-backend' ? f.backend : undefined].filter(Boolean).join('/');
+    const where = [f.family, f.backend !== undefined && f.kind.startsWith('other-backend') ? f.backend : undefined, f.table].filter(Boolean).join('/');
     lines.push(`[${LABEL[f.status]}] ${f.id} ${where ? `${where} ` : ''}${f.message}`);
     for (const e of f.evidence) lines.push(`       evidence: ${e}`);
     if (f.remediation && f.status !== 'pass') lines.push(`       fix: ${f.remediation}`);

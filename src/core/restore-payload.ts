@@ -1,48 +1,67 @@
-import type { DesiredFamily } from './desired.js';
-import type { NatComparison } from './nat-compare.js';
-import { type NatTable, chainRules, chainsJumpingTo, hasChain } from './nat-table.js';
-import { CHAIN } from './names.js';
+import type { ChainDiff } from './chain-compare.js';
+import type { DesiredChain } from './desired.js';
+import { OWNED_CHAINS, type OwnedChainName } from './names.js';
 import { joinArgs, ruleTarget } from './rule.js';
+import { type SavedTable, type TableName, chainRules, chainsJumpingTo, hasChain } from './saved-table.js';
 
 /**
- * The one `iptables-restore --noflush` transaction that brings a family to the desired
- * state, or null when it is already there (a converged pass writes nothing).
+ * The one `iptables-restore --noflush` transaction that brings one table of one family
+ * to the desired state, or null when it is already there (a converged pass writes nothing).
  *
- * Like kube-proxy, we declare the chain we own (`:IMDS-GUARD - [0:0]`, which flushes it
- * under --noflush) and write its whole content, so it is always exactly what the code
- * says. Jumps are deleted by their exact saved arguments, never by number: a number
- * read before the transaction may point at someone else's rule by the time it runs,
- * while a vanished rule makes the whole transaction fail and the next pass re-observe.
+ * Like kube-proxy, we declare the chains we own (`:IMDS-GUARD - [0:0]`, which flushes a
+ * chain under --noflush) and write their whole content, so each is always exactly what
+ * the code says. Jumps are deleted by their exact saved arguments, never by number: a
+ * number read before the transaction may point at someone else's rule by the time it
+ * runs, while a vanished rule makes the whole transaction fail and the next pass look
+ * again. Owned chains this table holds but the desired state no longer has (host-network
+ * protection switched off) are removed in the same transaction.
  */
-export function renderRestore(desired: DesiredFamily, cmp: NatComparison): string | null {
-  if (!cmp.rewriteChain && !cmp.insertJump) return null;
-  const lines = ['*nat'];
-  if (cmp.rewriteChain) {
-    lines.push(`:${CHAIN} - [0:0]`);
-    for (const r of desired.rules) lines.push(`-A ${CHAIN} ${joinArgs(r.args)}`);
+export function renderTableRestore(table: TableName, diffs: readonly ChainDiff[], saved: SavedTable): string | null {
+  const lines: string[] = [];
+  for (const d of diffs) {
+    if (d.rewriteChain) {
+      lines.push(`:${d.desired.chain} - [0:0]`);
+      for (const r of d.desired.rules) lines.push(`-A ${d.desired.chain} ${joinArgs(r.args)}`);
+    }
   }
-  for (const j of cmp.jumpsToDelete) lines.push(`-D PREROUTING ${joinArgs(j.args)}`);
-  if (cmp.insertJump) lines.push(`-I PREROUTING 1 ${joinArgs(desired.jumpArgs)}`);
-  lines.push('COMMIT', '');
-  return lines.join('\n');
+  for (const d of diffs) {
+    for (const j of d.jump.toDelete) lines.push(`-D ${d.desired.hook} ${joinArgs(j.args)}`);
+    if (d.jump.insert) lines.push(`-I ${d.desired.hook} 1 ${joinArgs(d.desired.jumpArgs)}`);
+  }
+  const wanted = new Set<string>(diffs.map((d) => d.desired.chain));
+  lines.push(...removalLines(saved, OWNED_CHAINS.filter((c) => !wanted.has(c))));
+  if (lines.length === 0) return null;
+  return [`*${table}`, ...lines, 'COMMIT', ''].join('\n');
 }
 
 /**
  * The transaction that deletes everything imds-guard owns in this table: every rule
- * that jumps to our chain (wherever someone put it, since the chain cannot be deleted
- * while referenced), then the chain. Null when there is nothing of ours.
+ * that jumps to one of our chains (wherever someone put it, since a chain cannot be
+ * deleted while referenced), then the chains. Null when there is nothing of ours.
  */
-export function renderRemoval(table: NatTable): string | null {
-  const refs = chainsJumpingTo(table, CHAIN).flatMap((c) => (c === CHAIN ? [] : chainRules(table, c).filter((r) => ruleTarget(r) === CHAIN)));
-  if (refs.length === 0 && !hasChain(table, CHAIN)) return null;
-  const lines = ['*nat'];
-  for (const r of refs) lines.push(`-D ${r.chain} ${joinArgs(r.args)}`);
-  if (hasChain(table, CHAIN)) lines.push(`:${CHAIN} - [0:0]`, `-X ${CHAIN}`);
-  lines.push('COMMIT', '');
-  return lines.join('\n');
+export function renderRemoval(saved: SavedTable): string | null {
+  const lines = removalLines(saved, OWNED_CHAINS);
+  return lines.length === 0 ? null : [`*${saved.name}`, ...lines, 'COMMIT', ''].join('\n');
 }
 
-/** Whether the table holds anything of ours (chain or a jump to it). */
-export function holdsOurs(table: NatTable): boolean {
-  return renderRemoval(table) !== null;
+function removalLines(saved: SavedTable, chains: readonly OwnedChainName[]): string[] {
+  const present = chains.filter((c) => hasChain(saved, c) || chainsJumpingTo(saved, c).length > 0);
+  if (present.length === 0) return [];
+  const targets = new Set<string>(present);
+  const refs = [...new Set(present.flatMap((c) => chainsJumpingTo(saved, c)))]
+    .filter((c) => !targets.has(c))
+    .flatMap((c) => chainRules(saved, c).filter((r) => targets.has(ruleTarget(r) ?? '')));
+  const lines = refs.map((r) => `-D ${r.chain} ${joinArgs(r.args)}`);
+  for (const c of present.filter((x) => hasChain(saved, x))) lines.push(`:${c} - [0:0]`, `-X ${c}`);
+  return lines;
+}
+
+/** Whether the table holds anything of ours (a chain or a jump to one). */
+export function holdsOurs(saved: SavedTable): boolean {
+  return renderRemoval(saved) !== null;
+}
+
+/** The desired chains of one table. */
+export function chainsOfTable(chains: readonly DesiredChain[], table: TableName): DesiredChain[] {
+  return chains.filter((c) => c.table === table);
 }

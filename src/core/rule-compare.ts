@@ -30,3 +30,9 @@ export function sameRule(a: Rule, b: Rule): boolean {
   const y = b.options.map(normalizeOption).sort();
   return x.length === y.length && x.every((v, i) => v === y[i]);
 }
+
+/** The same rule but for its comment: what a cgroup rule whose comment records another inode looks like. */
+export function sameRuleExceptComment(a: Rule, b: Rule): boolean {
+  const strip = (r: Rule): Rule => ({ ...r, options: r.options.filter((o) => o.name !== '--comment' && !(o.name === '-m' && o.values[0] === 'comment')) });
+  return sameRule(strip(a), strip(b));
+}

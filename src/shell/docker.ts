@@ -2,35 +2,38 @@ import { readFileSync } from 'node:fs';
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
 import type Dockerode from 'dockerode';
-import { interfaceNameProblem } from '../core/names.js';
-
-/** A Docker network as imds-guard cares about it: the host interface its containers send from. */
-export interface BridgeNetwork {
-  readonly id: string;
-  readonly name: string;
-  readonly iface: string;
-}
+import type { DockerContainer, DockerFacts, DockerNetwork } from '../core/docker-facts.js';
 
 export interface NetworkEvent {
+  /** network or container. */
+  readonly type: string;
   readonly action: string;
   readonly id: string;
   readonly name: string;
 }
 
 export interface DockerPort {
-  /** Bridge networks and their host interfaces; names that are not safe interface names are left out and reported. */
-  listBridges(): Promise<{ bridges: BridgeNetwork[]; rejected: { name: string; iface: string; why: string }[] }>;
-  /** Subscribes to network events; `onEnd` is called once when the stream ends or fails. Returns a stop function. */
+  /** Networks (with the containers on them), running containers and the cgroup driver; names are made safe to print. */
+  facts(opts?: { withInfo?: boolean }): Promise<DockerFacts>;
+  /** The pid of a running container's init process (0 when not running). */
+  containerPid(id: string): Promise<number>;
+  /** Subscribes to network and container events; `onEnd` is called once when the stream ends or fails. Returns a stop function. */
   watchNetworks(onEvent: (e: NetworkEvent) => void, onEnd: (err: Error | null) => void): Promise<() => void>;
+}
+
+/** Text from Docker made safe to print in a report or log line (names are untrusted). */
+export function printable(text: unknown, max = 128): string {
+  const s = typeof text === 'string' ? text : '';
+  return s.replace(/[^\x20-\x7e]/g, '?').slice(0, max);
 }
 
 const BRIDGE_NAME_OPTION = 'com.docker.network.bridge.name';
 
 /** Docker's own naming: the default network is docker0, a user-defined one br-<12 hex of its id>. */
-export function bridgeInterfaceOf(n: { Id: string; Name: string; Driver?: string | undefined; Options?: Record<string, string> | null | undefined }): string | null {
+export function bridgeNameOf(n: { Id: string; Name: string; Driver?: string | undefined; Options?: Record<string, string> | null | undefined }): string | null {
   if (n.Driver !== 'bridge') return null;
   const custom = n.Options?.[BRIDGE_NAME_OPTION];
-  if (custom !== undefined && custom !== '') return custom;
+  if (custom !== undefined && custom !== '') return printable(custom, 32);
   return n.Name === 'bridge' ? 'docker0' : `br-${n.Id.slice(0, 12)}`;
 }
 
@@ -63,23 +66,45 @@ export async function createDocker(host: string | null, timeoutMs = 5000): Promi
     return clients;
   };
   return {
-    async listBridges() {
+    async facts(opts = {}) {
       const { docker } = await connect();
-      const nets = await docker.listNetworks({ filters: { driver: ['bridge'] } });
-      const bridges: BridgeNetwork[] = [];
-      const rejected: { name: string; iface: string; why: string }[] = [];
-      for (const n of nets) {
-        const iface = bridgeInterfaceOf(n);
-        if (iface === null) continue;
-        const why = interfaceNameProblem(iface);
-        if (why === null) bridges.push({ id: n.Id, name: n.Name, iface });
-        else rejected.push({ name: n.Name, iface, why });
-      }
-      return { bridges, rejected };
+      const [nets, running, info] = await Promise.all([
+        docker.listNetworks(),
+        docker.listContainers(),
+        opts.withInfo === true ? (docker.info() as Promise<{ CgroupDriver?: string; CgroupVersion?: string }>) : Promise.resolve(null),
+      ]);
+      const onNetwork = new Map<string, string[]>();
+      const containers: DockerContainer[] = running.map((c) => {
+        const name = printable((c.Names?.[0] ?? c.Id).replace(/^\//, ''));
+        for (const n of Object.values(c.NetworkSettings?.Networks ?? {})) {
+          const list = onNetwork.get(n.NetworkID) ?? [];
+          list.push(name);
+          onNetwork.set(n.NetworkID, list);
+        }
+        const labels: Record<string, string> = {};
+        for (const [k, v] of Object.entries(c.Labels ?? {})) labels[printable(k, 256)] = printable(v, 256);
+        return { id: /^[0-9a-f]{64}$/.test(c.Id) ? c.Id : printable(c.Id), name, pid: 0, networkMode: printable(c.HostConfig?.NetworkMode ?? ''), labels };
+      });
+      const networks: DockerNetwork[] = nets.map((n) => ({
+        id: printable(n.Id),
+        name: printable(n.Name),
+        driver: printable(n.Driver ?? ''),
+        bridge: bridgeNameOf(n),
+        parent: n.Options?.parent === undefined ? null : printable(n.Options.parent),
+        internal: n.Internal === true,
+        containers: (onNetwork.get(n.Id) ?? []).sort(),
+      }));
+      return { networks, containers, cgroupDriver: info === null ? null : printable(info.CgroupDriver ?? '') || null, cgroupVersion: info === null ? null : printable(info.CgroupVersion ?? '') || null };
+    },
+    async containerPid(id) {
+      const { docker } = await connect();
+      const c = (await docker.getContainer(id).inspect()) as { State?: { Pid?: number } };
+      const pid = c.State?.Pid ?? 0;
+      return Number.isInteger(pid) && pid > 0 ? pid : 0;
     },
     async watchNetworks(onEvent, onEnd) {
       const { events } = await connect();
-      const stream = (await events.getEvents({ filters: { type: ['network'] } })) as NodeJS.ReadableStream & { destroy(): void };
+      const stream = (await events.getEvents({ filters: { type: ['network', 'container'] } })) as NodeJS.ReadableStream & { destroy(): void };
       let buffered = '';
       let ended = false;
       const end = (err: Error | null): void => {
@@ -95,8 +120,8 @@ export async function createDocker(host: string | null, timeoutMs = 5000): Promi
           buffered = buffered.slice(nl + 1);
           if (line === '') continue;
           try {
-            const e = JSON.parse(line) as { Action?: string; Actor?: { ID?: string; Attributes?: Record<string, string> } };
-            onEvent({ action: e.Action ?? '', id: e.Actor?.ID ?? '', name: e.Actor?.Attributes?.name ?? '' });
+            const e = JSON.parse(line) as { Type?: string; Action?: string; Actor?: { ID?: string; Attributes?: Record<string, string> } };
+            onEvent({ type: printable(e.Type), action: printable(e.Action), id: printable(e.Actor?.ID), name: printable(e.Actor?.Attributes?.name) });
           } catch {
             // A partial or foreign line: the next full reconcile does not depend on it.
           }

@@ -1,16 +1,18 @@
-import { readFile } from 'node:fs/promises';
+import { access, readFile } from 'node:fs/promises';
 import { CommandError } from '../errors.js';
 import type { Backend, Family } from '../core/family.js';
 import { type RunProcess, firstLine } from './exec.js';
 
-/** The nat table through iptables-save / iptables-restore of one backend and family. */
+/** The tables through iptables-save / iptables-restore of one backend and family. */
 export interface IptablesPort {
-  /** The `iptables-save -t nat` text, or null when that family's nat table is unavailable. */
+  /** The `iptables-save` text of every table that backend holds (one process), or null when the family is unavailable. */
   save(family: Family, backend: Backend): Promise<string | null>;
   /** Applies one `--noflush` transaction; all or nothing. */
   restore(family: Family, backend: Backend, payload: string): Promise<void>;
-  /** Whether the legacy nat table exists in this network namespace (read from /proc, no process). */
-  legacyNatLoaded(family: Family): Promise<boolean>;
+  /** Whether any legacy table exists in this network namespace (read from /proc, no process). */
+  legacyLoaded(family: Family): Promise<boolean>;
+  /** Whether this network namespace has the family at all (an IPv6-less kernel has no /proc/net/if_inet6). */
+  familyPresent(family: Family): Promise<boolean>;
 }
 
 const PREFIX: Record<Family, string> = { ipv4: 'iptables', ipv6: 'ip6tables' };
@@ -29,7 +31,7 @@ export function createIptables(run: RunProcess, opts: { lockWaitSeconds: number;
   return {
     async save(family, backend) {
       const tool = toolName(family, backend, 'save');
-      const r = await run(tool, ['-t', 'nat']);
+      const r = await run(tool, []);
       if (r.code === 0) return r.stdout;
       const why = firstLine(r.stderr);
       if (PERMISSION.test(r.stderr)) throw new CommandError(`${tool}: permission denied (run as root or with CAP_NET_ADMIN): ${why}`, 'permission-denied', tool, r.stderr);
@@ -49,10 +51,19 @@ export function createIptables(run: RunProcess, opts: { lockWaitSeconds: number;
       const line = at === undefined ? '' : ` (payload line ${at}: ${payload.split('\n')[Number(at) - 1] ?? ''})`;
       throw new CommandError(`${tool} rejected the transaction, nothing was applied: ${why}${line}`, 'restore-failed', tool, r.stderr);
     },
-    async legacyNatLoaded(family) {
+    async legacyLoaded(family) {
       const file = `${procNet}/${family === 'ipv4' ? 'ip_tables_names' : 'ip6_tables_names'}`;
       try {
-        return (await readFile(file, 'utf8')).split('\n').includes('nat');
+        return (await readFile(file, 'utf8')).split('\n').some((t) => t === 'nat' || t === 'filter' || t === 'raw');
+      } catch {
+        return false;
+      }
+    },
+    async familyPresent(family) {
+      if (family === 'ipv4') return true;
+      try {
+        await access(`${procNet}/if_inet6`);
+        return true;
       } catch {
         return false;
       }
