@@ -27,19 +27,24 @@ export type DriftKind =
 
 export type InfoKind = 'protected' | 'seed-duplicate' | 'family-unavailable' | 'backend' | 'conntrack' | 'boot-script-ok' | 'local-service-ok' | 'docker';
 
+/** What `audit --probe` found from inside a container's network namespace (IG-7xx). */
+export type ProbeKind = 'probe-connected' | 'probe-blocked' | 'probe-not-probed' | 'probe-error';
+
 export type FindingStatus = 'pass' | 'fail' | 'warn' | 'info';
 export type Severity = 'critical' | 'high' | 'medium' | 'low' | 'info';
 
 export interface Finding {
   /** Stable check id (documented in the README); the same check keeps its id across releases. */
   readonly id: string;
-  readonly kind: DriftKind | InfoKind;
+  readonly kind: DriftKind | InfoKind | ProbeKind;
   readonly status: FindingStatus;
   readonly severity: Severity;
   readonly message: string;
   readonly family?: Family;
   readonly backend?: Backend;
   readonly interface?: string;
+  /** The Docker network a probe finding is about. */
+  readonly network?: string;
   /** Our ipset the finding is about (its set rule, or the set itself). */
   readonly set?: string;
   readonly endpoint?: string;
@@ -68,6 +73,9 @@ export const CHECK = {
   backend: 'IG-502',
   conntrack: 'IG-503',
   docker: 'IG-504',
+  probe: 'IG-701',
+  probeNotProbed: 'IG-702',
+  probeError: 'IG-703',
 } as const;
 
 export function isDrift(f: Finding): boolean {
