@@ -79,8 +79,11 @@ export const NO_RUNNING_CONTAINER = 'no running container';
 
 /**
  * One container per network: the first running one by name, then id, so two audits of
- * the same host probe from the same place. Docker's `none` network (driver `null`) has
- * only a loopback interface: there is nothing there to prove, so it is left out.
+ * the same host probe from the same place. A container on that network alone comes
+ * before one on several: a multi-homed container reaches the endpoint through its default
+ * route, that is through one of its networks only, so it would prove nothing about the
+ * others. Docker's `none` network (driver `null`) has only a loopback interface: there is
+ * nothing there to prove, so it is left out.
  */
 export function chooseProbeTargets(networks: readonly ProbeNetworkFact[], containers: readonly ProbeContainerFact[]): { targets: ProbeTarget[]; unprobed: UnprobedNetwork[] } {
   const running = containers.filter((c) => c.running && Number.isInteger(c.pid) && c.pid > 0).sort((a, b) => compare(a.name, b.name) || compare(a.id, b.id));
@@ -89,7 +92,8 @@ export function chooseProbeTargets(networks: readonly ProbeNetworkFact[], contai
   for (const n of [...networks].sort((a, b) => compare(a.name, b.name))) {
     if (n.driver === 'null') continue;
     const hostNetwork = n.driver === 'host';
-    const c = running.find((r) => r.networks.includes(n.name));
+    const on = running.filter((r) => r.networks.includes(n.name));
+    const c = on.find((r) => r.networks.length === 1) ?? on[0];
     if (c === undefined) unprobed.push({ network: n.name, hostNetwork, reason: NO_RUNNING_CONTAINER });
     else targets.push({ network: n.name, container: { id: c.id, name: c.name, pid: c.pid }, hostNetwork, cgroup: c.cgroup });
   }

@@ -37,6 +37,12 @@ describe('chooseProbeTargets: one running container stands for each network', ()
     assert.deepEqual(chooseProbeTargets(nets, [...cs].reverse()).targets, targets);
   });
 
+  test('a container on that network alone is preferred to one on several (whose default route proves one network only)', () => {
+    const nets = [{ name: 'a', driver: 'bridge' }, { name: 'b', driver: 'bridge' }];
+    const { targets } = chooseProbeTargets(nets, [container('multi', ['a', 'b']), container('zonly', ['b'])]);
+    assert.deepEqual(targets.map((t) => [t.network, t.container.name]), [['a', 'multi'], ['b', 'zonly']]);
+  });
+
   test('a network with no running container is listed as not probed, and `none` not at all', () => {
     const r = chooseProbeTargets(
       [{ name: 'empty', driver: 'bridge' }, { name: 'none', driver: 'null' }, { name: 'bridge', driver: 'bridge' }],
