@@ -66,6 +66,25 @@ const result = await build({
   logLevel: 'warning',
   metafile: process.argv.includes('--metafile'),
 });
+// The `audit --probe` child (src/shell/probe-child.ts), run once per network inside a
+// container's namespace: a file of its own, CommonJS and without the banner above, so it
+// loads nothing but node:net and node:fs (its start-up is most of what a probe costs).
+// src/shell/probe.ts looks for it beside the module that runs it, or one level up.
+const child = await build({
+  entryPoints: [join(repo, 'src', 'shell', 'probe-child.ts')],
+  outfile: join(staging, 'probe-child.cjs'),
+  bundle: true,
+  format: 'cjs',
+  platform: 'node',
+  target: 'node20',
+  minifyWhitespace: true,
+  minifySyntax: true,
+  logLevel: 'warning',
+  metafile: true,
+});
+const childImports = Object.values(child.metafile.outputs).flatMap((o) => o.imports.map((i) => i.path));
+const unexpected = childImports.filter((p) => p !== 'node:net' && p !== 'node:fs');
+if (unexpected.length > 0) throw new Error(`probe-child.cjs must import only node:net and node:fs, not ${unexpected.join(', ')}`);
 rmSync(`${outdir}.old`, { recursive: true, force: true });
 try {
   renameSync(outdir, `${outdir}.old`);

@@ -46,13 +46,16 @@ export type InfoKind =
   | 'network-covered'
   | 'network-harmless';
 
+/** What `audit --probe` found from inside a container's network namespace (IG-7xx). */
+export type ProbeKind = 'probe-connected' | 'probe-blocked' | 'probe-not-probed' | 'probe-error';
+
 export type FindingStatus = 'pass' | 'fail' | 'warn' | 'info';
 export type Severity = 'critical' | 'high' | 'medium' | 'low' | 'info';
 
 export interface Finding {
   /** Stable check id (documented in the README); the same check keeps its id across releases. */
   readonly id: string;
-  readonly kind: DriftKind | InfoKind;
+  readonly kind: DriftKind | InfoKind | ProbeKind;
   readonly status: FindingStatus;
   readonly severity: Severity;
   readonly message: string;
@@ -99,6 +102,9 @@ export const CHECK = {
   network: 'IG-601',
   allowedBridge: 'IG-602',
   notCoverable: 'IG-603',
+  probe: 'IG-701',
+  probeNotProbed: 'IG-702',
+  probeError: 'IG-703',
 } as const;
 
 // Failing findings that are not drift: exposure the host's configuration or Docker's
