@@ -10,6 +10,7 @@ export interface PassSample {
   readonly durationSeconds: number;
   /** When the pass started; the last successful pass time is this. */
   readonly at: Date;
+  /** Each configured family as the host stands at the end of the pass (after any repair). */
   readonly families: readonly { readonly family: Family; readonly protected: boolean }[];
   /** Every finding of the pass (pass, info, warn and fail): the gauge is their count per id, severity and status. */
   readonly findings: readonly { readonly id: string; readonly severity: string; readonly status: string }[];

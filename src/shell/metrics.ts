@@ -96,9 +96,12 @@ function replace<L extends string>(gauge: Gauge<L>, series: readonly GaugeSeries
 
 /**
  * The agent process's own health, with the standard names (process_*), read only when
- * scraped. Not prom-client's collectDefaultMetrics: that samples the event loop every
- * 10 ms and observes every garbage collection, which wakes a resident agent that is
- * otherwise idle between its drift checks (see README, "What the agent costs").
+ * scraped. Not prom-client's collectDefaultMetrics: it samples the event loop every
+ * 10 ms and observes every garbage collection, waking an agent that is otherwise idle
+ * between drift checks, and it costs 2.7 MB of RSS where these four cost under 0.5 MB
+ * (idle RSS of an esbuild bundle with the agent's V8 flags, scraped every 0.5 s: 46.5 MB
+ * without prom-client, 49.2 MB with it and the imds_guard_ metrics, 49.5 MB with these
+ * too, 51.9 MB with collectDefaultMetrics instead).
  */
 function processRegistry(): Registry {
   const registry = new Registry();
