@@ -22,7 +22,8 @@ export type ErrorCode =
   | 'table-unavailable'
   | 'restore-failed'
   | 'command-failed'
-  | 'file-failed';
+  | 'file-failed'
+  | 'listen-failed';
 
 export class ImdsGuardError extends Error {
   constructor(
@@ -56,6 +57,13 @@ export class CommandError extends ImdsGuardError {
 export class FileError extends ImdsGuardError {
   constructor(message: string) {
     super(message, 'file-failed', ExitCode.applyFailed);
+  }
+}
+
+/** An address the agent was told to serve on (metrics) cannot be bound: in use, or not this host's. */
+export class ListenError extends ImdsGuardError {
+  constructor(message: string) {
+    super(message, 'listen-failed', ExitCode.usage);
   }
 }
 
