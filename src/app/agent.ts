@@ -19,6 +19,8 @@ import { realPorts } from './wiring.js';
 const STOP_GRACE_MS = 700;
 // After a failed pass, try again without waiting for the next drift check.
 const RETRY_AFTER_ERROR_MS = 2_000;
+// Container events that can change what the filter OUTPUT chain must hold.
+const CONTAINER_ACTIONS = new Set(['start', 'die', 'destroy']);
 
 interface Running {
   config: Config;
@@ -99,7 +101,11 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
       waitForCompletion: true,
       errorHandler: (e: unknown) => lg.error({ err: describeError(e) }, 'drift check failed'),
     });
-    const docker = ports.docker === null ? null : watchDocker(ports.docker, lg, { onEvent: (e) => runner.request(`docker-${e.action}`), onConnected: () => runner.request('docker-connected') });
+    const docker = ports.docker === null ? null : watchDocker(ports.docker, lg, { onEvent: (e) => {
+        // Container start and stop change the host-network rules; other container events (exec, health) do not.
+        if (e.type === 'container' && !CONTAINER_ACTIONS.has(e.action)) return;
+        runner.request(`docker-${e.type}-${e.action}`);
+      }, onConnected: () => runner.request('docker-connected') });
     return { config: cfg, ports, cron, docker };
   };
   const stopRunning = (r: Running): void => {

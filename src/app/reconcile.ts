@@ -7,11 +7,15 @@ import { guardSpecOf, planPolicyOf } from '../core/pass-input.js';
 import { type Observation, type Plan, isConverged, planReconcile } from '../core/plan.js';
 import { CommandError } from '../errors.js';
 import { observe } from './observe.js';
+import { observeHostNetwork } from './observe-host.js';
+import { type HostNetObservation, bootHostNetRules, hostContainerFindings, hostNetRules } from '../core/host-network.js';
 import type { Ports } from './ports.js';
 
 export interface ReconcileResult {
   readonly plan: Plan;
   readonly observation: Observation;
+  /** The host-network side, null when it is switched off. */
+  readonly hostNet: HostNetObservation | null;
   /** Findings as observed at the start of the pass (what was wrong, before any repair). */
   readonly findings: readonly Finding[];
   readonly backend: string;
@@ -31,10 +35,16 @@ export async function reconcile(config: Config, ports: Ports): Promise<Reconcile
   const policy = planPolicyOf(config);
   for (let attempt = 1; ; attempt++) {
     const obs = await observe(config, ports);
-    const desired = Object.fromEntries(FAMILIES.map((f) => [f, desiredFamily(spec, f)])) as Record<Family, DesiredFamily>;
-    const plan = planReconcile(desired, obs, policy);
-    const findings = [endpointFinding(config), ...plan.findings];
-    const base = { plan, observation: obs, findings, backend: obs.backend.backend, converged: isConverged(plan) };
+    const hostNet = await observeHostNetwork(config, ports, obs);
+    const desired = Object.fromEntries(FAMILIES.map((f) => [f, desiredFamily(spec, f, hostNet === null ? null : hostNetRules(f, spec.endpoints, hostNet))])) as Record<Family, DesiredFamily>;
+    const parent = hostNet?.parent?.path ?? null;
+    const boot = {
+      families: Object.fromEntries(FAMILIES.map((f) => [f, desiredFamily(spec, f, hostNet === null ? null : bootHostNetRules(f, spec.endpoints, parent))])) as Record<Family, DesiredFamily>,
+      cgroupParent: parent,
+    };
+    const plan = planReconcile(desired, obs, policy, boot);
+    const findings = [endpointFinding(config), ...plan.findings, ...(hostNet === null ? [] : hostContainerFindings(hostNet, config.notCoverable))];
+    const base = { plan, observation: obs, hostNet, findings, backend: obs.backend.backend, converged: isConverged(plan) };
     if (config.mode === 'report' || base.converged) return { ...base, restores: 0, repaired: false };
     try {
       const restores = await apply(config, plan, ports);

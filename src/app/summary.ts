@@ -24,5 +24,5 @@ export function summarizeApply(config: Config, r: ReconcileResult, json: boolean
 /** The boot script for this host, as `apply` would write it (a report-mode pass: nothing is changed). */
 export async function bootScriptFor(config: Config, ports: Ports): Promise<string> {
   const r = await reconcile({ ...config, mode: 'report' }, ports);
-  return r.plan.bootScript?.expected ?? renderBootScript(r.observation.backend.backend, r.plan.desired);
+  return r.plan.bootScript?.expected ?? renderBootScript(r.observation.backend.backend, r.plan.bootDesired.families, r.plan.bootDesired.cgroupParent);
 }

@@ -4,12 +4,25 @@ import { createConntrack } from '../shell/conntrack.js';
 import { createDocker } from '../shell/docker.js';
 import { runProcess } from '../shell/exec.js';
 import { files } from '../shell/files.js';
+import { createCgroups } from '../shell/cgroups.js';
+import type { CgroupMatchProbe } from '../shell/cgroups.js';
 import { createIptables } from '../shell/iptables.js';
 import type { Ports } from './ports.js';
 
 /** The real adapters, for the CLI. */
 export async function realPorts(config: Config, log: Logger): Promise<Ports> {
+  const cgroups = createCgroups(runProcess, { lockWaitSeconds: config.lockWaitSeconds });
+  const probed = new Map<string, Promise<CgroupMatchProbe>>();
   return {
+    cgroups,
+    capabilities: {
+      cgroupMatch(family, backend) {
+        const key = `${family}/${backend}`;
+        let p = probed.get(key);
+        if (p === undefined) probed.set(key, (p = cgroups.hasCgroupMatch(family, backend)));
+        return p;
+      },
+    },
     iptables: createIptables(runProcess, { lockWaitSeconds: config.lockWaitSeconds }),
     files,
     conntrack: createConntrack(runProcess),

@@ -26,7 +26,7 @@ const TOOLS: Record<Backend, Record<Family, { save: string[]; restore: string[] 
  * Everything in it was validated before rendering, and the rules sit in quoted
  * here-documents, so nothing is expanded.
  */
-export function renderBootScript(backend: Backend, families: readonly DesiredFamily[]): string {
+export function renderBootScript(backend: Backend, families: readonly DesiredFamily[], cgroupParent: string | null = null): string {
   const body: string[] = [
     'set -u',
     '',
@@ -56,6 +56,16 @@ export function renderBootScript(backend: Backend, families: readonly DesiredFam
     '',
     'status=0',
   ];
+  if (cgroupParent !== null) {
+    // The parent rule can only name a cgroup that exists, and Docker's cgroupfs driver makes
+    // it with its first container: make it first, in the cgroup v2 hierarchy wherever mounted.
+    body.push(
+      '',
+      `# Docker's container parent cgroup, for the host-network rule in filter OUTPUT.`,
+      `cg_root=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)`,
+      `if [ -n "$cg_root" ]; then mkdir -p "$cg_root"'${cgroupParent}' || status=1; fi`,
+    );
+  }
   for (const f of families) {
     if (f.chains.length === 0) continue;
     const tools = TOOLS[backend][f.family];

@@ -20,6 +20,8 @@ export interface DockerContainer {
   /** HostConfig.NetworkMode: bridge, host, none, container:<id>, or a network name. */
   readonly networkMode: string;
   readonly labels: Readonly<Record<string, string>>;
+  /** Names of the networks it is attached to. */
+  readonly networks: readonly string[];
 }
 
 export interface DockerFacts {

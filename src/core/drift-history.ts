@@ -45,6 +45,8 @@ export function splitFirstInstall(findings: readonly Finding[]): { drift: Findin
   const chains = new Set(findings.filter((f) => f.chain !== undefined && f.family !== undefined && f.kind !== 'other-backend' && f.table !== 'raw').map(where));
   const nothingAnywhere = chains.size > 0 && [...chains].every((c) => fresh.has(c));
   const isInstall = (f: Finding): boolean =>
-    f.kind === 'boot-script-missing' ? nothingAnywhere : (f.kind === 'chain-missing' || f.kind === 'jump-missing' || f.kind === 'rule-missing') && fresh.has(where(f));
+    // A boot restores the parent rule without an inode; the first pass records the new one.
+    f.kind === 'cgroup-stale' ||
+    (f.kind === 'boot-script-missing' ? nothingAnywhere : (f.kind === 'chain-missing' || f.kind === 'jump-missing' || f.kind === 'rule-missing') && fresh.has(where(f)));
   return { drift: findings.filter((f) => !isInstall(f)), install: findings.filter(isInstall) };
 }

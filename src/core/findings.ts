@@ -25,6 +25,8 @@ export type DriftKind =
   | 'allowed-docker-bridge'
   /** A Docker network whose traffic never passes the host's PREROUTING (macvlan, ipvlan). */
   | 'network-not-coverable'
+  /** A host-network container the host cannot cover (no cgroup v2, no cgroup match, a cgroup not its own). */
+  | 'host-container-exposed'
   | 'boot-script-missing'
   | 'boot-script-stale'
   | 'boot-script-edited'
@@ -44,7 +46,8 @@ export type InfoKind =
   | 'docker'
   | 'endpoints'
   | 'network-covered'
-  | 'network-harmless';
+  | 'network-harmless'
+  | 'host-container';
 
 /** What `audit --probe` found from inside a container's network namespace (IG-7xx). */
 export type ProbeKind = 'probe-connected' | 'probe-blocked' | 'probe-not-probed' | 'probe-error';
@@ -102,6 +105,7 @@ export const CHECK = {
   network: 'IG-601',
   allowedBridge: 'IG-602',
   notCoverable: 'IG-603',
+  hostContainer: 'IG-801',
   probe: 'IG-701',
   probeNotProbed: 'IG-702',
   probeError: 'IG-703',
@@ -109,7 +113,7 @@ export const CHECK = {
 
 // Failing findings that are not drift: exposure the host's configuration or Docker's
 // networks create, or a table we could not read; nobody undid our work.
-const NOT_DRIFT = new Set<Finding['kind']>(['network-not-coverable', 'allowed-docker-bridge', 'table-unreadable']);
+const NOT_DRIFT = new Set<Finding['kind']>(['network-not-coverable', 'allowed-docker-bridge', 'table-unreadable', 'host-container-exposed']);
 
 /** Something changed from the desired state (or undermines it): logged as a drift event and repaired where we can. */
 export function isDrift(f: Finding): boolean {
@@ -132,7 +136,7 @@ export function findingKey(f: Finding): string {
 }
 
 // Failures a pass cannot repair: they need the operator (or are beyond the host's reach).
-const OPERATOR = new Set<Finding['kind']>(['network-not-coverable', 'allowed-docker-bridge', 'table-unreadable', 'other-backend-undermining']);
+const OPERATOR = new Set<Finding['kind']>(['network-not-coverable', 'allowed-docker-bridge', 'table-unreadable', 'other-backend-undermining', 'host-container-exposed']);
 
 /** A failure `apply` cannot repair, so `apply` exits 1 even in enforce mode. */
 export function needsOperator(f: Finding): boolean {

@@ -63,12 +63,20 @@ export interface Plan {
   readonly bootScript: { readonly path: string; readonly expected: string; readonly state: BootScriptState; readonly write: boolean } | null;
   readonly enableLocalService: boolean;
   readonly networks: readonly NetworkView[];
-  /** The desired state per family the plan was made for (what the boot script restores). */
+  /** The desired state per family the plan was made for. */
   readonly desired: readonly DesiredFamily[];
+  /** What the boot script restores. */
+  readonly bootDesired: { readonly families: readonly DesiredFamily[]; readonly cgroupParent: string | null };
+}
+
+/** What the boot script restores: the desired state as it can be at boot, and the container parent cgroup to create first. */
+export interface BootDesired {
+  readonly families: Readonly<Record<Family, DesiredFamily>>;
+  readonly cgroupParent: string | null;
 }
 
 /** Desired state (computed once by the caller) compared with what was observed. */
-export function planReconcile(desired: Readonly<Record<Family, DesiredFamily>>, obs: Observation, policy: PlanPolicy): Plan {
+export function planReconcile(desired: Readonly<Record<Family, DesiredFamily>>, obs: Observation, policy: PlanPolicy, boot: BootDesired = { families: desired, cgroupParent: null }): Plan {
   const backend = obs.backend.backend;
   const findings: Finding[] = [{ id: CHECK.backend, kind: 'backend', status: 'info', severity: 'info', backend, message: `iptables backend ${backend}: ${obs.backend.reason}`, evidence: [] }];
   const transactions: Transaction[] = [];
@@ -84,8 +92,9 @@ export function planReconcile(desired: Readonly<Record<Family, DesiredFamily>>, 
   if (obs.dockerReachable === false) {
     findings.push({ id: CHECK.docker, kind: 'docker', status: 'warn', severity: 'low', message: 'Docker could not be asked: its networks are not listed (the protection does not depend on them)', evidence: [] });
   }
-  const boot = planBootScript(policy, obs, backend, written, findings);
-  return { findings, transactions, bootScript: boot.script, enableLocalService: boot.enableLocal, networks: networks.views, desired: written };
+  const atBoot = { families: written.map((f) => boot.families[f.family]), cgroupParent: boot.cgroupParent };
+  const script = planBootScript(policy, obs, backend, atBoot, findings);
+  return { findings, transactions, bootScript: script.script, enableLocalService: script.enableLocal, networks: networks.views, desired: written, bootDesired: atBoot };
 }
 
 interface FamilyPlan {
@@ -186,7 +195,8 @@ const BOOT_FINDING: Record<Exclude<BootScriptState, 'ok'>, { kind: Finding['kind
   'not-executable': { kind: 'boot-script-not-executable', severity: 'high', message: "the boot script is not executable: OpenRC's local service skips it" },
 };
 
-function planBootScript(policy: PlanPolicy, obs: Observation, backend: Backend, desired: readonly DesiredFamily[], findings: Finding[]): { script: Plan['bootScript']; enableLocal: boolean } {
+function planBootScript(policy: PlanPolicy, obs: Observation, backend: Backend, boot: Plan['bootDesired'], findings: Finding[]): { script: Plan['bootScript']; enableLocal: boolean } {
+  const desired = boot.families;
   const path = `${policy.bootScriptDir}/${BOOT_SCRIPT_NAME}`;
   const wanted = policy.bootScript === 'always' || (policy.bootScript === 'auto' && obs.bootScript.dirExists);
   if (!wanted || desired.length === 0) {
@@ -195,7 +205,7 @@ function planBootScript(policy: PlanPolicy, obs: Observation, backend: Backend, 
     }
     return { script: null, enableLocal: false };
   }
-  const expected = renderBootScript(backend, desired);
+  const expected = renderBootScript(backend, desired, boot.cgroupParent);
   const state = inspectBootScript(obs.bootScript.file, expected);
   if (state === 'ok') {
     findings.push({ id: CHECK.bootScript, kind: 'boot-script-ok', status: 'pass', severity: 'info', message: `${path} is current`, evidence: [] });

@@ -76,6 +76,7 @@ export async function createDocker(host: string | null, timeoutMs = 5000): Promi
       const onNetwork = new Map<string, string[]>();
       const containers: DockerContainer[] = running.map((c) => {
         const name = printable((c.Names?.[0] ?? c.Id).replace(/^\//, ''));
+        const attached = Object.keys(c.NetworkSettings?.Networks ?? {}).map((n) => printable(n));
         for (const n of Object.values(c.NetworkSettings?.Networks ?? {})) {
           const list = onNetwork.get(n.NetworkID) ?? [];
           list.push(name);
@@ -83,7 +84,7 @@ export async function createDocker(host: string | null, timeoutMs = 5000): Promi
         }
         const labels: Record<string, string> = {};
         for (const [k, v] of Object.entries(c.Labels ?? {})) labels[printable(k, 256)] = printable(v, 256);
-        return { id: /^[0-9a-f]{64}$/.test(c.Id) ? c.Id : printable(c.Id), name, pid: 0, networkMode: printable(c.HostConfig?.NetworkMode ?? ''), labels };
+        return { id: /^[0-9a-f]{64}$/.test(c.Id) ? c.Id : printable(c.Id), name, pid: 0, networkMode: printable(c.HostConfig?.NetworkMode ?? ''), labels, networks: attached.sort() };
       });
       const networks: DockerNetwork[] = nets.map((n) => ({
         id: printable(n.Id),

@@ -1,0 +1,62 @@
+import { type CgroupPath, type HostNetContainer, hostContainerCoverage, toCgroupPath } from '../core/cgroup.js';
+import type { Config } from '../core/config.js';
+import type { Backend } from '../core/family.js';
+import { type HostNetObservation, hostNetworkContainers } from '../core/host-network.js';
+import type { Observation } from '../core/plan.js';
+import { describeError } from '../errors.js';
+import type { Ports } from './ports.js';
+
+// Docker's parent with the cgroupfs driver (and the default of dockerd's --cgroup-parent).
+const CGROUPFS_PARENT = '/docker';
+
+/**
+ * Reads what the host-network side decides: Docker's container parent cgroup (made to
+ * exist before Docker's first container with the cgroupfs driver, in enforce mode, so the
+ * parent rule covers every host-network container from its first packet), the running
+ * host-network containers' cgroups, and the inodes every cgroup rule is resolved against.
+ */
+export async function observeHostNetwork(config: Config, ports: Ports, obs: Observation): Promise<HostNetObservation | null> {
+  if (!config.hostNetwork) return null;
+  const cg = ports.cgroups;
+  const root = await cg.v2Root();
+  const match = root === null ? { available: false, why: 'the host has no cgroup v2 hierarchy (cgroup v1 only)' } : await cgroupMatch(ports, obs.backend.backend);
+  const unavailable = root === null ? 'the host has no cgroup v2 hierarchy (cgroup v1 only): the cgroup path match needs v2' : match.available ? null : match.why;
+
+  const docker = obs.docker;
+  const driver = docker?.cgroupDriver ?? null;
+  const given = config.cgroupParent === 'auto' ? (driver === 'systemd' ? null : CGROUPFS_PARENT) : config.cgroupParent;
+  const parentPath: CgroupPath | null = given === null ? null : toCgroupPath(given);
+  let parentInode = parentPath === null || root === null ? null : await cg.inode(parentPath);
+  // cgroupfs makes the parent only with its first container, and a rule cannot name a
+  // cgroup that does not exist: create it, so the rule is in place before that container.
+  if (parentInode === null && parentPath !== null && root !== null && unavailable === null && config.mode === 'enforce' && driver !== 'systemd' && docker !== null) {
+    try {
+      if (await cg.ensureDir(parentPath)) parentInode = await cg.inode(parentPath);
+    } catch (e) {
+      ports.log.warn({ err: describeError(e), cgroup: parentPath }, 'could not create the container parent cgroup');
+    }
+  }
+
+  const host = docker === null ? [] : hostNetworkContainers(docker.containers);
+  const facts: HostNetContainer[] = await Promise.all(
+    host.map(async ({ container, joinsHostVia }) => {
+      const pid = await ports.docker?.containerPid(container.id).catch(() => 0) ?? 0;
+      return { id: container.id, name: container.name, labels: container.labels, joinsHostVia, cgroup: pid > 0 ? await cg.cgroupOfPid(pid) : null };
+    }),
+  );
+  const containers = hostContainerCoverage({ containers: facts, parent: parentPath, parentExists: parentInode !== null, exemptNames: config.hostNetworkExempt, cgroupMatch: match.available, cgroupV2: root !== null });
+  const inodes = new Map<string, number>();
+  for (const c of containers) {
+    if ((c.coverage === 'own-rule' || c.coverage === 'exempt') && c.cgroup !== null) {
+      const ino = await cg.inode(c.cgroup);
+      if (ino !== null) inodes.set(c.id, ino);
+    }
+  }
+  return { containers, parent: parentPath !== null && parentInode !== null ? { path: parentPath, inode: parentInode } : null, inodes, unavailable };
+}
+
+/** Probed once per backend for the life of the ports (a start or a reload), like Felix's feature detection. */
+async function cgroupMatch(ports: Ports, backend: Backend): Promise<{ available: boolean; why: string }> {
+  const [v4, v6] = await Promise.all([ports.capabilities.cgroupMatch('ipv4', backend), ports.capabilities.cgroupMatch('ipv6', backend)]);
+  return v4.available ? v4 : v6.available ? v6 : v4;
+}
