@@ -31,6 +31,9 @@ const FLAG_KEYS: readonly [flag: string, key: string, kind: 'string' | 'list' | 
   ['lockWait', 'lockWaitSeconds', 'number'],
   ['logLevel', 'logLevel', 'string'],
   ['driftSchedule', 'driftSchedule', 'string'],
+  ['metricsListen', 'metricsListen', 'string'],
+  ['metricsTextfile', 'metricsTextfile', 'string'],
+  ['probeSchedule', 'probeSchedule', 'string'],
 ];
 
 function withConfigOptions(cmd: Command): Command {
@@ -56,6 +59,9 @@ function withConfigOptions(cmd: Command): Command {
     .option('--no-docker', 'do not ask Docker for its bridges; protect only the configured interfaces')
     .option('--no-conntrack', 'do not cut tracked connections to the endpoints after adding protection')
     .option('--drift-schedule <cron>', "cron expression (with seconds) of the agent's drift check (default */30 * * * * *)")
+    .option('--metrics-listen <addr:port>', 'serve Prometheus metrics on ADDR:PORT (agent; off by default; suggested 127.0.0.1:9469)')
+    .option('--metrics-textfile <path>', 'write node_exporter textfile metrics to PATH after each pass (agent; atomic)')
+    .option('--probe-schedule <cron>', "cron expression (with seconds) of the agent's probe from inside containers (off by default)")
     .option('--lock-wait <seconds>', 'seconds to wait for the xtables lock (default 5)')
     .addOption(new Option('--log-level <level>', 'log level (default info)').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']));
 }
@@ -111,11 +117,12 @@ export function buildProgram(): Command {
   withConfigOptions(program.command('audit'))
     .description('report, without changing anything, whether the host is protected and what drifted')
     .addOption(new Option('--format <format>', 'output format').choices(['text', 'json']).default('text'))
+    .option('--probe', 'also connect to each endpoint from inside one running container of every Docker network (its network namespace; host-network ones from their cgroup); sends nothing, changes nothing, bounded to ~5 s')
     .action(async (_o, cmd: Command) => {
       const { config, ports } = await setup(cmd, 2, { mode: 'report' });
       const { audit } = await import('./app/audit.js');
       const { renderReportText } = await import('./core/report.js');
-      const report = await audit(config, ports, VERSION, () => new Date());
+      const report = await audit(config, ports, VERSION, () => new Date(), { probe: cmd.opts<{ probe?: boolean }>().probe === true });
       print(cmd.opts<{ format: string }>().format === 'json' ? JSON.stringify(report, null, 2) : renderReportText(report));
       process.exitCode = report.protected ? ExitCode.ok : ExitCode.drift;
     });

@@ -8,6 +8,7 @@ import { type DriftHistory, EMPTY_HISTORY, recordPass, splitFirstInstall } from 
 import { ExitCode, describeError } from '../errors.js';
 import { createLogger } from '../shell/logger.js';
 import { type AgentState, MAX_RECENT_DRIFT, writeAgentState } from './agent-state.js';
+import { createAgentTelemetry } from './agent-telemetry.js';
 import { watchDocker } from './docker-watch.js';
 import { createPassRunner } from './pass-runner.js';
 import type { Ports } from './ports.js';
@@ -39,6 +40,7 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
     return ExitCode.usage;
   }
   const log = await createLogger(config.logLevel, 1);
+  const telemetry = createAgentTelemetry(version, log);
   const started = new Date().toISOString();
   let history: DriftHistory = EMPTY_HISTORY;
   let retryTimer: NodeJS.Timeout | null = null;
@@ -49,7 +51,9 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
   const pass = async (reasons: string[]): Promise<void> => {
     const run = current;
     if (run === null) return;
-    const at = new Date().toISOString();
+    const startedAt = new Date();
+    const at = startedAt.toISOString();
+    const t0 = performance.now();
     try {
       const result = await reconcile(run.config, run.ports);
       const first = networksBefore === null ? splitFirstInstall(result.findings) : { drift: [...result.findings], install: [] };
@@ -78,11 +82,13 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
       }
       if (result.repaired) run.ports.log.info({ event: 'repaired', restores: result.restores, kinds: [...new Set(folded.fresh.map((f) => f.kind))], reasons }, 'repaired');
       else run.ports.log.debug({ event: 'reconciled', converged: result.converged, reasons }, 'pass done');
+      telemetry.recordPass(result, performance.now() - t0, startedAt, folded.fresh.map((f) => f.kind));
       const drifted = hasDrift(drift);
       state = { ...state, lastReconcileAt: at, lastResult: result.repaired ? 'repaired' : drifted ? 'drift' : 'converged', lastError: null, driftCounts: history.counts, recentDrift: [...history.recent] };
     } catch (e) {
       run.ports.log.error({ event: 'reconcile-failed', err: describeError(e), reasons }, 'reconcile pass failed; the rules in place are kept; retrying');
       state = { ...state, lastReconcileAt: at, lastResult: 'error', lastError: describeError(e) };
+      telemetry.recordPass(null, performance.now() - t0, startedAt, []);
       retryTimer ??= setTimeout(() => {
         retryTimer = null;
         runner.request('retry');
@@ -106,6 +112,7 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
         if (e.type === 'container' && !CONTAINER_ACTIONS.has(e.action)) return;
         runner.request(`docker-${e.type}-${e.action}`);
       }, onConnected: () => runner.request('docker-connected') });
+    await telemetry.configure(cfg, ports);
     return { config: cfg, ports, cron, docker };
   };
   const stopRunning = (r: Running): void => {
@@ -130,7 +137,7 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
       runner.stop();
       void runner.idle(STOP_GRACE_MS).then(() => {
         for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.removeAllListeners(s);
-        resolve(ExitCode.ok);
+        void telemetry.close().finally(() => resolve(ExitCode.ok));
       });
     };
     const reload = async (): Promise<void> => {

@@ -4,12 +4,14 @@ import { formatEndpoint } from '../core/endpoint.js';
 import { type AuditReport, buildReport } from '../core/report.js';
 import { historyOf, readAgentState } from './agent-state.js';
 import type { Ports } from './ports.js';
+import { probeFromContainers } from './probe-audit.js';
 import { reconcile } from './reconcile.js';
 
 /** A report-mode pass over the whole host, plus what the running agent recorded. */
-export async function audit(config: Config, ports: Ports, version: string, now: () => Date): Promise<AuditReport> {
+export async function audit(config: Config, ports: Ports, version: string, now: () => Date, opts: { probe?: boolean } = {}): Promise<AuditReport> {
   const result = await reconcile({ ...config, mode: 'report' }, ports);
   const state = await readAgentState(ports.files, config.stateDir);
+  const probe = opts.probe === true ? await probeFromContainers(config, ports) : undefined;
   return buildReport({
     version,
     host: hostname(),
@@ -20,5 +22,6 @@ export async function audit(config: Config, ports: Ports, version: string, now: 
     networks: result.plan.networks,
     findings: result.findings,
     agent: state === null ? null : historyOf(state),
+    ...(probe === undefined ? {} : { probe }),
   });
 }

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { CLOUDS, type CloudChoice, type CloudResolution, type DmiFacts, resolveCloudEndpoints } from './clouds.js';
 import { type Endpoint, parseEndpoint } from './endpoint.js';
+import { type MetricsListen, parseMetricsListen, parseMetricsTextfile } from './metrics-settings.js';
 import { interfaceNameProblem } from './names.js';
 import { DEFAULT_TARGET, type Target, parseTarget } from './target.js';
 
@@ -43,6 +44,12 @@ export interface Config {
   readonly lockWaitSeconds: number;
   readonly conntrack: boolean;
   readonly logLevel: LogLevel;
+  /** Serve Prometheus metrics here (null: off). */
+  readonly metricsListen: MetricsListen | null;
+  /** Write node_exporter textfile metrics here after each pass (null: off). */
+  readonly metricsTextfile: string | null;
+  /** The agent's `audit --probe` schedule (cron with seconds; null: off). */
+  readonly probeSchedule: string | null;
 }
 
 export const DEFAULT_CONFIG_PATH = '/etc/imds-guard/config.yaml';
@@ -70,6 +77,8 @@ function parsedBy<T>(parse: (text: string) => T | string) {
 }
 
 const endpoint = parsedBy(parseEndpoint);
+const metricsListen = parsedBy(parseMetricsListen);
+const metricsTextfile = parsedBy(parseMetricsTextfile);
 const target = parsedBy(parseTarget);
 
 const schema = z
@@ -103,6 +112,9 @@ const schema = z
     lockWaitSeconds: z.number().int().min(1).max(600).default(5),
     conntrack: z.boolean().default(true),
     logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+    metricsListen: metricsListen.nullable().default(null),
+    metricsTextfile: metricsTextfile.nullable().default(null),
+    probeSchedule: cronExpression.nullable().default(null),
   })
   .strict();
 
@@ -159,7 +171,7 @@ export function resolveConfig(layers: readonly ConfigLayer[], dmi: DmiFacts | nu
   const endpoints = c.endpoints ?? cloud.endpoints.map((e) => parseEndpoint(e) as Endpoint);
   const endpointChoice =
     c.endpoints !== undefined ? { chosen: 'explicit' as const, cloud: null, reason: `endpoints set by ${sourceOf.get('endpoints') ?? 'config'}` } : { chosen: cloud.chosen, cloud: cloud.cloud, reason: cloud.reason };
-  return { ...c, endpoints, endpointChoice, target6: pickTarget6(c.target, c.target6, endpoints, named) };
+  return { ...c, metricsTextfile: c.metricsTextfile?.path ?? null, endpoints, endpointChoice, target6: pickTarget6(c.target, c.target6, endpoints, named) };
 }
 
 /** Whether the endpoints depend on DMI (so the caller must read it before resolving). */
@@ -215,6 +227,9 @@ export const ENV_KEYS: Readonly<Record<string, { key: string; kind: 'string' | '
   IMDS_GUARD_LOCK_WAIT_SECONDS: { key: 'lockWaitSeconds', kind: 'number' },
   IMDS_GUARD_CONNTRACK: { key: 'conntrack', kind: 'boolean' },
   IMDS_GUARD_LOG_LEVEL: { key: 'logLevel', kind: 'string' },
+  IMDS_GUARD_METRICS_LISTEN: { key: 'metricsListen', kind: 'string' },
+  IMDS_GUARD_METRICS_TEXTFILE: { key: 'metricsTextfile', kind: 'string' },
+  IMDS_GUARD_PROBE_SCHEDULE: { key: 'probeSchedule', kind: 'string' },
   DOCKER_HOST: { key: 'dockerHost', kind: 'string' },
 };
 

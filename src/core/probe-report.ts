@@ -111,9 +111,10 @@ function compare(a: string, b: string): number {
  */
 export type ProbeVerdict = 'blocked' | 'exposed' | 'not-probed' | 'unknown';
 
-// An ICMP unreachable (REJECT --reject-with icmp-host-unreachable) or no route at all
-// (an IPv6 endpoint on a network without IPv6): either way nothing answers from the endpoint.
-const UNREACHABLE = new Set(['EHOSTUNREACH', 'ENETUNREACH']);
+// An ICMP unreachable (REJECT --reject-with icmp-host-unreachable), no route at all, or no
+// source address of that family (an IPv6 endpoint from a container without IPv6): either
+// way nothing answers from the endpoint.
+const UNREACHABLE = new Set(['EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL']);
 
 export function verdictOf(o: ProbeOutcome): ProbeVerdict {
   switch (o.result) {

@@ -1,5 +1,6 @@
 import type { NetworkView } from './coverage.js';
 import type { Finding, FindingStatus } from './findings.js';
+import { type ProbeReport, probeFindings, renderProbeText } from './probe-report.js';
 
 /** The audit report. Its JSON form is documented in the README and only grows (schemaVersion). */
 export interface AuditReport {
@@ -20,6 +21,8 @@ export interface AuditReport {
   readonly findings: readonly Finding[];
   /** What the running agent recorded (null when no agent state was found). */
   readonly agent: AgentHistory | null;
+  /** `audit --probe`: what a connection from inside each network's containers did (absent without --probe). */
+  readonly probe?: ProbeReport;
 }
 
 export interface AgentHistory {
@@ -38,9 +41,10 @@ export interface EndpointsView {
   readonly reason: string;
 }
 
-export function buildReport(args: { version: string; host: string; now: Date; backend: string; endpoints: EndpointsView; allow: readonly string[]; networks: readonly NetworkView[]; findings: readonly Finding[]; agent: AgentHistory | null }): AuditReport {
+export function buildReport(args: { version: string; host: string; now: Date; backend: string; endpoints: EndpointsView; allow: readonly string[]; networks: readonly NetworkView[]; findings: readonly Finding[]; agent: AgentHistory | null; probe?: ProbeReport }): AuditReport {
   const summary: Record<FindingStatus, number> = { pass: 0, fail: 0, warn: 0, info: 0 };
-  for (const f of args.findings) summary[f.status]++;
+  const findings = [...args.findings, ...(args.probe === undefined ? [] : probeFindings(args.probe))];
+  for (const f of findings) summary[f.status]++;
   return {
     schemaVersion: 1,
     tool: 'imds-guard',
@@ -53,8 +57,9 @@ export function buildReport(args: { version: string; host: string; now: Date; ba
     allow: args.allow,
     networks: args.networks,
     summary,
-    findings: args.findings,
+    findings,
     agent: args.agent,
+    ...(args.probe === undefined ? {} : { probe: args.probe }),
   };
 }
 
@@ -74,7 +79,9 @@ export function renderReportText(r: AuditReport): string {
     for (const n of r.networks) lines.push(`  ${n.name.padEnd(20)} ${n.driver.padEnd(8)} ${n.coverage.padEnd(13)} ${n.why}${n.containers.length > 0 ? ` [${n.containers.join(', ')}]` : ''}`);
     lines.push('');
   }
-  const sorted = [...r.findings].sort((a, b) => ORDER[a.status] - ORDER[b.status]);
+  if (r.probe !== undefined) lines.push(renderProbeText(r.probe).trimEnd(), '');
+  const probeIds = new Set(['IG-701', 'IG-702', 'IG-703']);
+  const sorted = [...r.findings].filter((f) => r.probe === undefined || !probeIds.has(f.id)).sort((a, b) => ORDER[a.status] - ORDER[b.status]);
   for (const f of sorted) {
     const where = [f.family, f.backend !== undefined && f.kind.startsWith('other-backend') ? f.backend : undefined, f.table].filter(Boolean).join('/');
     lines.push(`[${LABEL[f.status]}] ${f.id} ${where ? `${where} ` : ''}${f.message}`);
