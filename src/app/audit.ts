@@ -20,6 +20,7 @@ export async function audit(config: Config, ports: Ports, version: string, now: 
     endpoints: { list: config.endpoints.map(formatEndpoint), ...config.endpointChoice },
     allow: config.allow,
     networks: result.plan.networks,
+    hostContainers: (result.hostNet?.containers ?? []).map((c) => ({ name: c.name, id: c.id, cgroup: c.cgroup, coverage: c.coverage, reason: c.reason })),
     findings: result.findings,
     agent: state === null ? null : historyOf(state),
     ...(probe === undefined ? {} : { probe }),

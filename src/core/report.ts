@@ -17,6 +17,8 @@ export interface AuditReport {
   readonly allow: readonly string[];
   /** Every Docker network and how it is covered. */
   readonly networks: readonly NetworkView[];
+  /** Every running host-network container and how it is covered (empty when the host-network side is off). */
+  readonly hostContainers: readonly HostContainerView[];
   readonly summary: Readonly<Record<FindingStatus, number>>;
   readonly findings: readonly Finding[];
   /** What the running agent recorded (null when no agent state was found). */
@@ -34,6 +36,14 @@ export interface AgentHistory {
   readonly recentDrift: readonly { readonly at: string; readonly kind: string; readonly message: string; readonly repaired: boolean }[];
 }
 
+export interface HostContainerView {
+  readonly name: string;
+  readonly id: string;
+  readonly cgroup: string | null;
+  readonly coverage: string;
+  readonly reason: string;
+}
+
 export interface EndpointsView {
   readonly list: readonly string[];
   readonly chosen: string;
@@ -41,7 +51,7 @@ export interface EndpointsView {
   readonly reason: string;
 }
 
-export function buildReport(args: { version: string; host: string; now: Date; backend: string; endpoints: EndpointsView; allow: readonly string[]; networks: readonly NetworkView[]; findings: readonly Finding[]; agent: AgentHistory | null; probe?: ProbeReport }): AuditReport {
+export function buildReport(args: { version: string; host: string; now: Date; backend: string; endpoints: EndpointsView; allow: readonly string[]; networks: readonly NetworkView[]; hostContainers: readonly HostContainerView[]; findings: readonly Finding[]; agent: AgentHistory | null; probe?: ProbeReport }): AuditReport {
   const summary: Record<FindingStatus, number> = { pass: 0, fail: 0, warn: 0, info: 0 };
   const findings = [...args.findings, ...(args.probe === undefined ? [] : probeFindings(args.probe))];
   for (const f of findings) summary[f.status]++;
@@ -56,6 +66,7 @@ export function buildReport(args: { version: string; host: string; now: Date; ba
     endpoints: args.endpoints,
     allow: args.allow,
     networks: args.networks,
+    hostContainers: args.hostContainers,
     summary,
     findings,
     agent: args.agent,
@@ -77,6 +88,11 @@ export function renderReportText(r: AuditReport): string {
   if (r.networks.length > 0) {
     lines.push('networks:');
     for (const n of r.networks) lines.push(`  ${n.name.padEnd(20)} ${n.driver.padEnd(8)} ${n.coverage.padEnd(13)} ${n.why}${n.containers.length > 0 ? ` [${n.containers.join(', ')}]` : ''}`);
+    lines.push('');
+  }
+  if (r.hostContainers.length > 0) {
+    lines.push('host-network containers:');
+    for (const c of r.hostContainers) lines.push(`  ${c.name.padEnd(20)} ${c.coverage.padEnd(13)} cgroup ${c.cgroup ?? 'unknown'}: ${c.reason}`);
     lines.push('');
   }
   if (r.probe !== undefined) lines.push(renderProbeText(r.probe).trimEnd(), '');
