@@ -2,7 +2,8 @@ import { CronJob } from 'cron';
 import type { Logger } from 'pino';
 import type { Config } from '../core/config.js';
 import { formatEndpoint } from '../core/endpoint.js';
-import { hasDrift } from '../core/findings.js';
+import { hasDrift, isFailure } from '../core/findings.js';
+import type { Backend } from '../core/family.js';
 import type { NetworkView } from '../core/coverage.js';
 import { type DriftHistory, EMPTY_HISTORY, recordPass, splitFirstInstall } from '../core/drift-history.js';
 import { ExitCode, describeError } from '../errors.js';
@@ -22,6 +23,10 @@ const STOP_GRACE_MS = 700;
 const RETRY_AFTER_ERROR_MS = 2_000;
 // Container events that can change what the filter OUTPUT chain must hold.
 const CONTAINER_ACTIONS = new Set(['start', 'die', 'destroy']);
+// How often a converged agent still reads every table (the other backend, raw) in full.
+const FULL_READ_EVERY_MS = 10 * 60_000;
+// Wake-ups after which the next pass reads everything.
+const FULL_REASONS = new Set(['start', 'reload', 'docker-connected', 'retry']);
 
 interface Running {
   config: Config;
@@ -48,6 +53,7 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
   let current: Running | null = null;
   let networksBefore: ReadonlyMap<string, NetworkView> | null = null;
 
+  let lastFull: { at: number; backend: Backend; converged: boolean } | null = null;
   const pass = async (reasons: string[]): Promise<void> => {
     const run = current;
     if (run === null) return;
@@ -55,7 +61,13 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
     const at = startedAt.toISOString();
     const t0 = performance.now();
     try {
-      const result = await reconcile(run.config, run.ports);
+      // A converged agent reads only the deciding chains; a full read at start, after a
+      // reload or reconnect, after anything was found, and every FULL_READ_EVERY_MS (the
+      // other backend and the raw table are read then).
+      const fullDue = lastFull === null || Date.now() - lastFull.at >= FULL_READ_EVERY_MS || reasons.some((r) => FULL_REASONS.has(r));
+      const result = await reconcile(run.config, run.ports, fullDue || lastFull === null || !lastFull.converged ? {} : { cheap: { backend: lastFull.backend } });
+      if (result.reads === 'full') lastFull = { at: Date.now(), backend: result.observation.backend.backend, converged: result.converged && !result.findings.some(isFailure) };
+      else lastFull = { ...lastFull!, converged: true };
       const first = networksBefore === null ? splitFirstInstall(result.findings) : { drift: [...result.findings], install: [] };
       if (hasDrift(first.install)) {
         run.ports.log.info({ event: 'installed', families: [...new Set(first.install.flatMap((f) => (f.family === undefined ? [] : [f.family])))], repaired: result.repaired }, result.repaired ? 'first install: protection put in place' : 'not installed yet (report mode)');
@@ -80,8 +92,8 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
       for (const f of folded.fresh) {
         run.ports.log.warn({ event: 'drift', kind: f.kind, severity: f.severity, family: f.family, backend: f.backend, table: f.table, chain: f.chain, interface: f.interface, endpoint: f.endpoint, evidence: f.evidence, check: f.id }, `drift: ${f.message}`);
       }
-      if (result.repaired) run.ports.log.info({ event: 'repaired', restores: result.restores, kinds: [...new Set(folded.fresh.map((f) => f.kind))], reasons }, 'repaired');
-      else run.ports.log.debug({ event: 'reconciled', converged: result.converged, reasons }, 'pass done');
+      if (result.repaired) run.ports.log.info({ event: 'repaired', restores: result.restores, reads: result.reads, durationMs: Math.round(performance.now() - t0), kinds: [...new Set(folded.fresh.map((f) => f.kind))], reasons }, 'repaired');
+      else run.ports.log.debug({ event: 'reconciled', converged: result.converged, reads: result.reads, durationMs: Math.round(performance.now() - t0), reasons }, 'pass done');
       telemetry.recordPass(result, performance.now() - t0, startedAt, folded.fresh.map((f) => f.kind));
       const drifted = hasDrift(drift);
       state = { ...state, lastReconcileAt: at, lastResult: result.repaired ? 'repaired' : drifted ? 'drift' : 'converged', lastError: null, driftCounts: history.counts, recentDrift: [...history.recent] };

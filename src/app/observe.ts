@@ -2,9 +2,9 @@ import { chooseBackend } from '../core/backend-choice.js';
 import type { Config } from '../core/config.js';
 import type { DockerFacts } from '../core/docker-facts.js';
 import type { Backend, Family } from '../core/family.js';
-import { BOOT_SCRIPT_NAME } from '../core/names.js';
+import { BOOT_SCRIPT_NAME, FORWARD_CHAIN, NAT_CHAIN, OUTPUT_CHAIN } from '../core/names.js';
 import type { FamilyObservation, Observation, TableRead } from '../core/plan.js';
-import { type SavedTable, type TableName, emptyTable, parseSave } from '../core/saved-table.js';
+import { type SavedTable, type TableName, emptyTable, parseListing, parseSave } from '../core/saved-table.js';
 import { CommandError, describeError } from '../errors.js';
 import type { Ports } from './ports.js';
 
@@ -71,4 +71,46 @@ async function dockerFacts(config: Config, ports: Ports): Promise<{ facts: Docke
 async function localService(config: Config, ports: Ports): Promise<boolean | null> {
   if (!(await ports.files.exists(config.openrcRoot))) return null;
   return ports.files.exists(`${config.openrcRoot}/default/local`);
+}
+
+/** The chains that decide whether a converged host is still protected: the hooks we jump from, and our own. */
+const DECIDING: readonly { table: TableName; chains: readonly string[] }[] = [
+  { table: 'nat', chains: ['PREROUTING', NAT_CHAIN] },
+  // DOCKER-USER: Docker moves its jump to the top of FORWARD on every network it creates,
+  // above ours; listing it lets the cheap read judge it harmless (it only returns)
+  // instead of escalating every check to a full read.
+  { table: 'filter', chains: ['FORWARD', FORWARD_CHAIN, 'OUTPUT', OUTPUT_CHAIN, 'DOCKER-USER'] },
+  // A NOTRACK for an endpoint skips NAT altogether: a bypass must not wait for a full read.
+  { table: 'raw', chains: ['PREROUTING'] },
+];
+
+/**
+ * The cheap read of a converged agent: per family, only the deciding chains of the
+ * backend the last full read chose (`iptables -S CHAIN`, which under nft costs a fraction
+ * of a full save on a table with thousands of foreign rules), and not the other backend
+ * (read by every full pass: at start and every few minutes). A pass over it may only conclude "still converged"; anything else is decided
+ * by a full read (see reconcile).
+ */
+export async function observeDeciding(config: Config, ports: Ports, backend: Backend): Promise<Observation> {
+  const { iptables } = ports;
+  const family = async (f: Family, present: boolean): Promise<FamilyObservation> => {
+    if (!present) return { present, ours: { ok: false, why: `no ${f}` }, other: null };
+    const tables = new Map<TableName, SavedTable>();
+    await Promise.all(
+      DECIDING.map(async ({ table, chains }) => {
+        const texts = await iptables.listChains(f, backend, table, chains);
+        tables.set(table, parseListing(table, chains.map((c, i) => [c, texts[i] ?? null] as const)));
+      }),
+    );
+    return { present, ours: { ok: true, tables }, other: null };
+  };
+  const [present6, docker, bootFile, bootDirExists, localServiceEnabled] = await Promise.all([
+    iptables.familyPresent('ipv6'),
+    dockerFacts(config, ports),
+    ports.files.read(`${config.bootScriptDir}/${BOOT_SCRIPT_NAME}`),
+    ports.files.exists(config.bootScriptDir),
+    localService(config, ports),
+  ]);
+  const [ipv4, ipv6] = await Promise.all([family('ipv4', true), family('ipv6', present6)]);
+  return { backend: { backend, reason: `${backend}, as the last full read found` }, families: { ipv4, ipv6 }, docker: docker.facts, dockerReachable: docker.reachable, bootScript: { dirExists: bootDirExists, file: bootFile }, localServiceEnabled };
 }

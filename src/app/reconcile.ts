@@ -1,12 +1,12 @@
 import type { Config } from '../core/config.js';
-import { type DesiredFamily, desiredFamily } from '../core/desired.js';
-import { type Family, FAMILIES } from '../core/family.js';
-import { CHECK, type Finding } from '../core/findings.js';
+import { type DesiredFamily, type GuardSpec, desiredFamily } from '../core/desired.js';
+import { type Backend, type Family, FAMILIES } from '../core/family.js';
+import { CHECK, type Finding, isFailure } from '../core/findings.js';
 import { formatEndpoint } from '../core/endpoint.js';
 import { guardSpecOf, planPolicyOf } from '../core/pass-input.js';
-import { type Observation, type Plan, isConverged, planReconcile } from '../core/plan.js';
+import { type Observation, type Plan, type PlanPolicy, isConverged, planReconcile } from '../core/plan.js';
 import { CommandError } from '../errors.js';
-import { observe } from './observe.js';
+import { observe, observeDeciding } from './observe.js';
 import { observeHostNetwork } from './observe-host.js';
 import { type HostNetObservation, bootHostNetRules, hostContainerFindings, hostNetRules } from '../core/host-network.js';
 import type { Ports } from './ports.js';
@@ -23,6 +23,16 @@ export interface ReconcileResult {
   readonly restores: number;
   readonly repaired: boolean;
   readonly converged: boolean;
+  /** What the pass read: only the deciding chains (a converged agent's check), or every table. */
+  readonly reads: 'deciding' | 'full';
+}
+
+export interface ReconcileOptions {
+  /**
+   * Read only the deciding chains of this backend first (the agent, when its last full
+   * read was converged); a pass that finds anything to do or report reads everything.
+   */
+  readonly cheap?: { readonly backend: Backend };
 }
 
 // A restore that deletes a jump fails when someone changed the table between our save
@@ -30,30 +40,41 @@ export interface ReconcileResult {
 const ATTEMPTS = 3;
 
 /** One level-triggered pass: observe, compute the desired state once, diff, apply (in enforce mode), report. */
-export async function reconcile(config: Config, ports: Ports): Promise<ReconcileResult> {
+export async function reconcile(config: Config, ports: Ports, opts: ReconcileOptions = {}): Promise<ReconcileResult> {
   const spec = guardSpecOf(config);
   const policy = planPolicyOf(config);
+  if (opts.cheap !== undefined) {
+    const cheap = await passOver(await observeDeciding(config, ports, opts.cheap.backend), config, ports, spec, policy);
+    // Only "nothing to do, nothing wrong" is decided from the deciding chains alone.
+    if (cheap.converged && !cheap.findings.some(isFailure)) return { ...cheap, restores: 0, repaired: false, reads: 'deciding' };
+  }
   for (let attempt = 1; ; attempt++) {
-    const obs = await observe(config, ports);
-    const hostNet = await observeHostNetwork(config, ports, obs);
-    const desired = Object.fromEntries(FAMILIES.map((f) => [f, desiredFamily(spec, f, hostNet === null ? null : hostNetRules(f, spec.endpoints, hostNet))])) as Record<Family, DesiredFamily>;
-    const parent = hostNet?.parent?.path ?? null;
-    const boot = {
-      families: Object.fromEntries(FAMILIES.map((f) => [f, desiredFamily(spec, f, hostNet === null ? null : bootHostNetRules(f, spec.endpoints, parent))])) as Record<Family, DesiredFamily>,
-      cgroupParent: parent,
-    };
-    const plan = planReconcile(desired, obs, policy, boot);
-    const findings = [endpointFinding(config), ...plan.findings, ...(hostNet === null ? [] : hostContainerFindings(hostNet, config.notCoverable))];
-    const base = { plan, observation: obs, hostNet, findings, backend: obs.backend.backend, converged: isConverged(plan) };
-    if (config.mode === 'report' || base.converged) return { ...base, restores: 0, repaired: false };
+    const base = await passOver(await observe(config, ports), config, ports, spec, policy);
+    if (config.mode === 'report' || base.converged) return { ...base, restores: 0, repaired: false, reads: 'full' };
     try {
-      const restores = await apply(config, plan, ports);
-      return { ...base, restores, repaired: true };
+      const restores = await apply(config, base.plan, ports);
+      return { ...base, restores, repaired: true, reads: 'full' };
     } catch (e) {
       if (!(e instanceof CommandError && e.code === 'restore-failed') || attempt >= ATTEMPTS) throw e;
       ports.log.warn({ attempt, err: e.message }, 'a table changed under the transaction; observing again');
     }
   }
+}
+
+type PassView = Omit<ReconcileResult, 'restores' | 'repaired' | 'reads'>;
+
+/** Desired state computed once from config plus this observation, and the plan against it. */
+async function passOver(obs: Observation, config: Config, ports: Ports, spec: GuardSpec, policy: PlanPolicy): Promise<PassView> {
+  const hostNet = await observeHostNetwork(config, ports, obs);
+  const desired = Object.fromEntries(FAMILIES.map((f) => [f, desiredFamily(spec, f, hostNet === null ? null : hostNetRules(f, spec.endpoints, hostNet))])) as Record<Family, DesiredFamily>;
+  const parent = hostNet?.parent?.path ?? null;
+  const boot = {
+    families: Object.fromEntries(FAMILIES.map((f) => [f, desiredFamily(spec, f, hostNet === null ? null : bootHostNetRules(f, spec.endpoints, parent))])) as Record<Family, DesiredFamily>,
+    cgroupParent: parent,
+  };
+  const plan = planReconcile(desired, obs, policy, boot);
+  const findings = [endpointFinding(config), ...plan.findings, ...(hostNet === null ? [] : hostContainerFindings(hostNet, config.notCoverable))];
+  return { plan, observation: obs, hostNet, findings, backend: obs.backend.backend, converged: isConverged(plan) };
 }
 
 /** Which endpoints are hidden, and why those (a cloud preset, DMI, or the configuration). */

@@ -103,3 +103,27 @@ export function chainsJumpingTo(table: SavedTable, target: string): string[] {
 export function hasChain(table: SavedTable, chain: string): boolean {
   return table.chains.includes(chain);
 }
+
+/**
+ * A partial table from `iptables -S CHAIN` listings (`-P`/`-N` declarations and `-A`
+ * rules): only the chains listed, so a pass over it can decide "converged" for what it
+ * holds and nothing else. A chain whose listing is null is absent.
+ */
+export function parseListing(name: TableName, listings: readonly (readonly [chain: string, text: string | null])[]): SavedTable {
+  const chains: string[] = [];
+  const lines = new Map<string, string[]>();
+  const canonical: string[] = [];
+  for (const [chain, text] of listings) {
+    if (text === null) continue;
+    chains.push(chain);
+    const rules: string[] = [];
+    lines.set(chain, rules);
+    for (const raw of text.split('\n')) {
+      const line = raw.trimEnd();
+      if (!line.startsWith(`-A ${chain} `)) continue;
+      rules.push(line.slice(chain.length + 4));
+      canonical.push(line);
+    }
+  }
+  return { name, chains, lines, canonical: canonical.join('\n') };
+}

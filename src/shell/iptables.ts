@@ -9,6 +9,12 @@ export interface IptablesPort {
   save(family: Family, backend: Backend): Promise<string | null>;
   /** Applies one `--noflush` transaction; all or nothing. */
   restore(family: Family, backend: Backend, payload: string): Promise<void>;
+  /**
+   * `iptables -t TABLE -S CHAIN` for each chain, in parallel: the rules of just the chains
+   * that decide (under nft this reads those chains, not the table). Null for a chain that
+   * could not be listed (it does not exist, or the table does not).
+   */
+  listChains(family: Family, backend: Backend, table: string, chains: readonly string[]): Promise<(string | null)[]>;
   /** Whether any legacy table exists in this network namespace (read from /proc, no process). */
   legacyLoaded(family: Family): Promise<boolean>;
   /** Whether this network namespace has the family at all (an IPv6-less kernel has no /proc/net/if_inet6). */
@@ -50,6 +56,16 @@ export function createIptables(run: RunProcess, opts: { lockWaitSeconds: number;
       const at = /line:? (\d+)/i.exec(r.stderr)?.[1];
       const line = at === undefined ? '' : ` (payload line ${at}: ${payload.split('\n')[Number(at) - 1] ?? ''})`;
       throw new CommandError(`${tool} rejected the transaction, nothing was applied: ${why}${line}`, 'restore-failed', tool, r.stderr);
+    },
+    async listChains(family, backend, table, chains) {
+      const tool = `${PREFIX[family]}-${backend}`;
+      return Promise.all(
+        chains.map(async (chain) => {
+          const r = await run(tool, ['-w', String(opts.lockWaitSeconds), '-t', table, '-S', chain]);
+          // Any failure reads as "not there": the pass that sees it escalates to a full read.
+          return r.code === 0 ? r.stdout : null;
+        }),
+      );
     },
     async legacyLoaded(family) {
       const file = `${procNet}/${family === 'ipv4' ? 'ip_tables_names' : 'ip6_tables_names'}`;
