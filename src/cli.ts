@@ -105,10 +105,12 @@ export function buildProgram(): Command {
     .addOption(new Option('--format <format>', 'output format').choices(['text', 'json']).default('text'))
     .action(async (_o, cmd: Command) => {
       const { config, ports } = await setup(cmd, 2);
-      const { reconcile } = await import('./app/reconcile.js');
+      const { cheapBackend, reconcile } = await import('./app/reconcile.js');
       const { hasDrift, needsOperator } = await import('./core/findings.js');
       const { summarizeApply } = await import('./app/summary.js');
-      const result = await reconcile(config, ports);
+      // A converged host is confirmed from the deciding chains; anything else gets a full read.
+      const cheap = await cheapBackend(config, ports);
+      const result = await reconcile(config, ports, cheap === null ? {} : { cheap: { backend: cheap } });
       print(cmd.opts<{ format: string }>().format === 'json' ? JSON.stringify(summarizeApply(config, result, true), null, 2) : summarizeApply(config, result, false).text);
       const unprotected = config.mode === 'report' ? hasDrift(result.findings) || result.findings.some(needsOperator) : result.findings.some(needsOperator);
       process.exitCode = unprotected ? ExitCode.drift : ExitCode.ok;
