@@ -1,7 +1,9 @@
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { DEFAULT_ENDPOINTS, type Endpoint, parseEndpoint } from './endpoint.js';
+import { dockerHostProblem } from './docker-host.js';
 import { interfaceNameProblem } from './names.js';
+import { DEFAULT_DRIFT_SCHEDULE, scheduleProblem } from './schedule.js';
 import { DEFAULT_TARGET, type Target, parseTarget } from './target.js';
 
 export type Mode = 'enforce' | 'report';
@@ -34,17 +36,26 @@ export interface Config {
 export const DEFAULT_INTERFACES: readonly string[] = ['docker0', 'docker_gwbridge', 'br-+'];
 export const DEFAULT_CONFIG_PATH = '/etc/imds-guard/config.yaml';
 
+/** A refinement from a core check that says why a value is bad (or null when it is not). */
+function problemFrom(problemOf: (text: string) => string | null) {
+  return (text: string, ctx: z.RefinementCtx): void => {
+    const problem = problemOf(text);
+    if (problem !== null) ctx.addIssue({ code: 'custom', message: problem });
+  };
+}
+
 const absolutePath = z
   .string()
   .refine((p) => p.startsWith('/') && !/[\0\n\r]/.test(p), 'must be an absolute path without newlines');
 
-// Six-field cron (with seconds) or five-field; the cron package validates the rest.
-const cronExpression = z.string().regex(/^[0-9*/,\-A-Za-z? ]+$/, 'must be a cron expression');
+// Six-field cron (with seconds) or five-field, parsed by the cron package the agent
+// schedules it with: what passes here cannot make a start or a reload throw.
+const cronExpression = z
+  .string()
+  .regex(/^[0-9*/,\-A-Za-z? ]+$/, { message: 'must be a cron expression', abort: true })
+  .superRefine(problemFrom(scheduleProblem));
 
-const interfaceName = z.string().superRefine((name, ctx) => {
-  const problem = interfaceNameProblem(name);
-  if (problem) ctx.addIssue({ code: 'custom', message: problem });
-});
+const interfaceName = z.string().superRefine(problemFrom(interfaceNameProblem));
 
 /** A string field parsed by one of the core parsers, which return a reason string on failure. */
 function parsedBy<T>(parse: (text: string) => T | string) {
@@ -77,10 +88,11 @@ const schema = z
     // bridges need them: a local socket, or TCP (with TLS) to a daemon on this host.
     dockerHost: z
       .string()
-      .regex(/^(unix|tcp|http|https):\/\/\S+$/, "must be unix:///PATH or tcp://HOST:PORT of this host's Docker (ssh:// is not supported)")
+      .regex(/^(unix|tcp|http|https):\/\/\S+$/, { message: "must be unix:///PATH or tcp://HOST:PORT of this host's Docker (ssh:// is not supported)", abort: true })
+      .superRefine(problemFrom(dockerHostProblem))
       .nullable()
       .default(null),
-    driftSchedule: cronExpression.default('*/30 * * * * *'),
+    driftSchedule: cronExpression.default(DEFAULT_DRIFT_SCHEDULE),
     lockWaitSeconds: z.number().int().min(1).max(600).default(5),
     conntrack: z.boolean().default(true),
     ipset: z.enum(['auto', 'never']).default('auto'),
