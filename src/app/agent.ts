@@ -9,6 +9,7 @@ import { createLogger } from '../shell/logger.js';
 import { type AgentState, MAX_RECENT_DRIFT, writeAgentState } from './agent-state.js';
 import { watchDocker } from './docker-watch.js';
 import { createPassRunner } from './pass-runner.js';
+import { createReloader } from './reloader.js';
 import type { Ports } from './ports.js';
 import { reconcile } from './reconcile.js';
 import { realPorts } from './wiring.js';
@@ -90,16 +91,19 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
   };
   const runner = createPassRunner(pass);
 
+  // Everything that can throw (adapters, the cron expression) comes before anything
+  // starts, so a failed start or reload leaves no timer or stream behind.
   const startWith = async (cfg: Config, lg: Logger): Promise<Running> => {
     const ports = await realPorts(cfg, lg);
     const cron = CronJob.from({
       cronTime: cfg.driftSchedule,
       onTick: () => runner.request('drift-check'),
-      start: true,
+      start: false,
       waitForCompletion: true,
       errorHandler: (e: unknown) => lg.error({ err: describeError(e) }, 'drift check failed'),
     });
     const docker = ports.docker === null ? null : watchDocker(ports.docker, lg, { onEvent: (e) => runner.request(`docker-${e.action}`), onConnected: () => runner.request('docker-connected') });
+    cron.start();
     return { config: cfg, ports, cron, docker };
   };
   const stopRunning = (r: Running): void => {
@@ -113,13 +117,37 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
     log.fatal({ err: describeError(e) }, 'cannot start');
     return ExitCode.usage;
   }
+  const reloader = createReloader<Config, Running>(current, {
+    load,
+    start: (next) => startWith(next, log),
+    stop: stopRunning,
+    report: (outcome) => {
+      switch (outcome.kind) {
+        case 'rejected':
+          log.error({ event: 'reload-rejected', err: describeError(outcome.error) }, 'new configuration rejected; the running one stays');
+          return;
+        case 'failed':
+          log.error({ event: 'reload-failed', err: describeError(outcome.error) }, 'could not start with the new configuration; the running one stays');
+          return;
+        case 'reloaded': {
+          const next = outcome.running.config;
+          current = outcome.running;
+          log.level = next.logLevel;
+          if (outcome.stopError !== undefined) log.warn({ err: describeError(outcome.stopError) }, 'stopping the previous configuration failed');
+          log.info({ event: 'reloaded', mode: next.mode, interfaces: next.interfaces, schedule: next.driftSchedule }, 'configuration reloaded');
+          runner.request('reload');
+        }
+      }
+    },
+  });
   log.info({ event: 'started', version, mode: config.mode, backend: config.backend, interfaces: config.interfaces, endpoints: config.endpoints.map(formatEndpoint), schedule: config.driftSchedule }, 'imds-guard agent started');
   runner.request('start');
 
   return await new Promise<number>((resolve) => {
     const stop = (signal: string): void => {
       log.info({ event: 'stopping', signal }, 'stopping; the rules stay in place');
-      if (current !== null) stopRunning(current);
+      reloader.close();
+      stopRunning(reloader.current());
       if (retryTimer !== null) clearTimeout(retryTimer);
       runner.stop();
       void runner.idle(STOP_GRACE_MS).then(() => {
@@ -127,24 +155,10 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
         resolve(ExitCode.ok);
       });
     };
-    const reload = async (): Promise<void> => {
-      let next: Config;
-      try {
-        next = await load();
-      } catch (e) {
-        log.error({ event: 'reload-rejected', err: describeError(e) }, 'new configuration rejected; the running one stays');
-        return;
-      }
-      if (current !== null) stopRunning(current);
-      log.level = next.logLevel;
-      current = await startWith(next, log);
-      log.info({ event: 'reloaded', mode: next.mode, interfaces: next.interfaces }, 'configuration reloaded');
-      runner.request('reload');
-    };
     // PID 1 in a container gets no default signal actions: without these handlers
     // `docker stop` would wait out its timeout and SIGKILL us.
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
-    process.on('SIGHUP', () => void reload());
+    process.on('SIGHUP', () => void reloader.request());
   });
 }
