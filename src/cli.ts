@@ -25,6 +25,7 @@ const FLAG_KEYS: readonly [flag: string, key: string, kind: 'string' | 'list' | 
   ['conntrack', 'conntrack', 'boolean'],
   ['ipset', 'ipset', 'string'],
   ['lockWait', 'lockWaitSeconds', 'number'],
+  ['writerLockWait', 'writerLockWaitSeconds', 'number'],
   ['logLevel', 'logLevel', 'string'],
   ['driftSchedule', 'driftSchedule', 'string'],
 ];
@@ -49,6 +50,7 @@ function withConfigOptions(cmd: Command): Command {
     .option('--no-conntrack', 'do not cut tracked connections to the endpoints after adding protection')
     .option('--drift-schedule <cron>', "cron expression (with seconds) of the agent's drift check (default */30 * * * * *)")
     .option('--lock-wait <seconds>', 'seconds to wait for the xtables lock (default 5)')
+    .option('--writer-lock-wait <seconds>', 'seconds to wait while another apply, remove or agent pass of this network namespace is writing (default 30)')
     .addOption(new Option('--log-level <level>', 'log level (default info)').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']));
 }
 
@@ -90,11 +92,12 @@ export function buildProgram(): Command {
     .description('bring the nat table (and boot script) to the protected state once; a converged host is not written')
     .addOption(new Option('--format <format>', 'output format').choices(['text', 'json']).default('text'))
     .action(async (_o, cmd: Command) => {
-      const { config, ports } = await setup(cmd, 2);
+      const { config, log, ports } = await setup(cmd, 2);
       const { reconcile } = await import('./app/reconcile.js');
       const { hasDrift } = await import('./core/findings.js');
       const { summarizeApply } = await import('./app/summary.js');
-      const result = await reconcile(config, ports);
+      const { asOneWriter } = await import('./app/one-writer.js');
+      const result = await asOneWriter(config, { verb: 'apply', version: VERSION }, log, () => reconcile(config, ports));
       print(cmd.opts<{ format: string }>().format === 'json' ? JSON.stringify(summarizeApply(config, result, true), null, 2) : summarizeApply(config, result, false).text);
       process.exitCode = config.mode === 'report' && hasDrift(result.findings) ? ExitCode.drift : ExitCode.ok;
     });
@@ -114,9 +117,10 @@ export function buildProgram(): Command {
   withConfigOptions(program.command('remove'))
     .description('delete exactly what imds-guard installed: the jump, the chain and the boot script')
     .action(async (_o, cmd: Command) => {
-      const { config, ports } = await setup(cmd, 2);
+      const { config, log, ports } = await setup(cmd, 2);
       const { remove } = await import('./app/remove.js');
-      const r = await remove(config, ports);
+      const { asOneWriter } = await import('./app/one-writer.js');
+      const r = await asOneWriter(config, { verb: 'remove', version: VERSION }, log, () => remove(config, ports));
       print(`imds-guard: removed (${r.restores} nat transaction(s)${r.setsDestroyed > 0 ? `, ${r.setsDestroyed} ipset(s) destroyed` : ''}${r.bootScriptRemoved ? ', boot script deleted' : ''})`);
     });
 

@@ -22,7 +22,9 @@ export type ErrorCode =
   | 'table-unavailable'
   | 'restore-failed'
   | 'command-failed'
-  | 'file-failed';
+  | 'file-failed'
+  | 'writer-lock-held'
+  | 'another-agent';
 
 export class ImdsGuardError extends Error {
   constructor(
@@ -56,6 +58,31 @@ export class CommandError extends ImdsGuardError {
 export class FileError extends ImdsGuardError {
   constructor(message: string) {
     super(message, 'file-failed', ExitCode.applyFailed);
+  }
+}
+
+/**
+ * Another imds-guard process of this network namespace (apply, remove or an agent's
+ * pass) held the writer lock for longer than we were willing to wait. Nothing was read
+ * or written; `holder` is what it said about itself (untrusted, already validated).
+ */
+export class LockHeldError extends ImdsGuardError {
+  constructor(
+    message: string,
+    readonly holder: string,
+  ) {
+    super(message, 'writer-lock-held', ExitCode.applyFailed);
+  }
+}
+
+/**
+ * Another agent runs in this network namespace with a different configuration: two
+ * agents would undo each other's rules every pass, so this one does not start. Exit 2,
+ * which systemd's RestartPreventExitStatus= and a crash-looping respawn stop on.
+ */
+export class AgentConflictError extends ImdsGuardError {
+  constructor(message: string) {
+    super(message, 'another-agent', ExitCode.usage);
   }
 }
 

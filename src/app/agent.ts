@@ -4,10 +4,13 @@ import type { Config } from '../core/config.js';
 import { formatEndpoint } from '../core/endpoint.js';
 import { hasDrift } from '../core/findings.js';
 import { type DriftHistory, EMPTY_HISTORY, recordPass, splitFirstInstall, splitNewCoverage } from '../core/drift-history.js';
-import { ExitCode, describeError } from '../errors.js';
+import { configDigest, decideOnOtherAgent } from '../core/peer.js';
+import { AgentConflictError, ExitCode, describeError } from '../errors.js';
+import { type AgentPresence, claimAgentPresence } from '../shell/agent-presence.js';
 import { createLogger } from '../shell/logger.js';
 import { type AgentState, MAX_RECENT_DRIFT, writeAgentState } from './agent-state.js';
 import { watchDocker } from './docker-watch.js';
+import { createPassLock } from './one-writer.js';
 import { createPassRunner } from './pass-runner.js';
 import { createReloader } from './reloader.js';
 import type { Ports } from './ports.js';
@@ -22,6 +25,8 @@ const RETRY_AFTER_ERROR_MS = 2_000;
 
 interface Running {
   config: Config;
+  /** configDigest of the configuration as loaded (before any fallback a pass makes). */
+  digest: string;
   ports: Ports;
   cron: CronJob;
   docker: { stop(): void } | null;
@@ -44,12 +49,29 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
   let current: Running | null = null;
   let coveredBefore: ReadonlySet<string> | null = null;
 
+  // One agent per network namespace, or several with one configuration (src/core/peer.ts).
+  const loadedDigest = configDigest(config);
+  const whoWeAre = () => ({ pid: process.pid, verb: 'run', version, configDigest: current?.digest ?? loadedDigest });
+  let presence: AgentPresence = await claimAgentPresence(whoWeAre);
+  const decision = decideOnOtherAgent(loadedDigest, presence.kind === 'taken' ? presence : null);
+  const other = presence.kind === 'taken' ? { otherPid: presence.answer?.pid, otherDigest: presence.answer?.configDigest } : {};
+  if (decision.action === 'refuse') {
+    const conflict = new AgentConflictError(decision.message);
+    log.error({ event: 'another-agent', ...other, configDigest: loadedDigest }, decision.message);
+    process.stderr.write(`imds-guard: ${conflict.message}\n`);
+    return conflict.exitCode;
+  }
+  if (decision.action === 'warn') log.warn({ event: 'another-agent', ...other, configDigest: loadedDigest }, decision.message);
+  const writer = createPassLock({ version, log });
+
   const pass = async (reasons: string[]): Promise<void> => {
     const run = current;
     if (run === null) return;
     const at = new Date().toISOString();
+    // An agent that found another one holding the name takes it over once that one is gone.
+    if (presence.kind === 'taken') presence = await claimAgentPresence(whoWeAre);
     try {
-      const result = await reconcile(run.config, run.ports);
+      const result = await writer.around(run.config, () => reconcile(run.config, run.ports));
       if (result.setRefused) {
         // Refused twice already; asking again every pass would only repeat it (until a reload).
         run.config = { ...run.config, ipset: 'never' };
@@ -104,7 +126,7 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
     });
     const docker = ports.docker === null ? null : watchDocker(ports.docker, lg, { onEvent: (e) => runner.request(`docker-${e.action}`), onConnected: () => runner.request('docker-connected') });
     cron.start();
-    return { config: cfg, ports, cron, docker };
+    return { config: cfg, digest: configDigest(cfg), ports, cron, docker };
   };
   const stopRunning = (r: Running): void => {
     void r.cron.stop();
@@ -148,6 +170,7 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
       log.info({ event: 'stopping', signal }, 'stopping; the rules stay in place');
       reloader.close();
       stopRunning(reloader.current());
+      if (presence.kind === 'claimed') void presence.release();
       if (retryTimer !== null) clearTimeout(retryTimer);
       runner.stop();
       void runner.idle(STOP_GRACE_MS).then(() => {

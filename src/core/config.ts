@@ -27,6 +27,8 @@ export interface Config {
   readonly dockerHost: string | null;
   readonly driftSchedule: string;
   readonly lockWaitSeconds: number;
+  /** Seconds to wait for another apply, remove or agent pass of this network namespace (0: do not wait). */
+  readonly writerLockWaitSeconds: number;
   readonly conntrack: boolean;
   /** auto: custom-named bridges are members of our ipset when the host can hold one; never: each gets rules. */
   readonly ipset: 'auto' | 'never';
@@ -94,6 +96,8 @@ const schema = z
       .default(null),
     driftSchedule: cronExpression.default(DEFAULT_DRIFT_SCHEDULE),
     lockWaitSeconds: z.number().int().min(1).max(600).default(5),
+    // Longer than the xtables wait: a writer ahead of us may itself wait for that lock twice (one restore per family).
+    writerLockWaitSeconds: z.number().int().min(0).max(600).default(30),
     conntrack: z.boolean().default(true),
     ipset: z.enum(['auto', 'never']).default('auto'),
     logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
@@ -180,6 +184,7 @@ export const ENV_KEYS: Readonly<Record<string, { key: string; kind: 'string' | '
   IMDS_GUARD_DOCKER: { key: 'docker', kind: 'boolean' },
   IMDS_GUARD_DRIFT_SCHEDULE: { key: 'driftSchedule', kind: 'string' },
   IMDS_GUARD_LOCK_WAIT_SECONDS: { key: 'lockWaitSeconds', kind: 'number' },
+  IMDS_GUARD_WRITER_LOCK_WAIT_SECONDS: { key: 'writerLockWaitSeconds', kind: 'number' },
   IMDS_GUARD_CONNTRACK: { key: 'conntrack', kind: 'boolean' },
   IMDS_GUARD_IPSET: { key: 'ipset', kind: 'string' },
   IMDS_GUARD_LOG_LEVEL: { key: 'logLevel', kind: 'string' },

@@ -34,6 +34,7 @@ describe('resolveConfig layers', () => {
       dockerHost: null,
       driftSchedule: '*/30 * * * * *',
       lockWaitSeconds: 5,
+      writerLockWaitSeconds: 30,
       conntrack: true,
       ipset: 'auto',
       logLevel: 'info',
