@@ -1,10 +1,12 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { after, before } from 'node:test';
 import { CLI, ensureBuilt } from './cli.js';
 import { type Lab, labAvailable, startLab } from './lab.js';
+import { type Netns, createNetns } from './netns.js';
 import { type ProcResult, runProc } from './proc.js';
 
 /**
@@ -131,6 +133,17 @@ export function agentFiles(root: string): AgentFiles {
  * with `dockerHost: null`, where no Docker flag is given and the config file decides.
  */
 export type AgentHost = Pick<Lab, 'netns' | 'dir'> & { readonly dockerHost: string | null };
+
+/** A throwaway namespace and directory for agents without a lab, and their config file (`yaml`); all gone when the test ends. */
+export function bareAgentHost(t: { after(fn: () => void): void }, tag: string, yaml: string): { ns: Netns; host: AgentHost; root: string; configFile: string } {
+  const ns = createNetns(tag);
+  t.after(() => ns.destroy());
+  const root = mkdtempSync(join(tmpdir(), `igt-${tag}-`));
+  t.after(() => rmSync(root, { recursive: true, force: true }));
+  const configFile = join(root, 'config.yaml');
+  writeFileSync(configFile, yaml);
+  return { ns, host: { netns: ns.name, dir: root, dockerHost: null }, root, configFile };
+}
 
 /** The flags every command of a test host shares: the lab's Docker and the lab's directories. */
 export function hostArgs(lab: AgentHost, files: AgentFiles): string[] {

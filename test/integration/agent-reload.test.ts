@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
-import { type Agent, startAgent } from '../helpers/agent.js';
+import { type Agent, bareAgentHost, startAgent } from '../helpers/agent.js';
 import { ensureBuilt } from '../helpers/cli.js';
-import { type Netns, createNetns } from '../helpers/netns.js';
+import type { Netns } from '../helpers/netns.js';
 
 /**
  * SIGHUP cannot end the agent: the built agent (`node dist/cli.js run`, Docker off in
@@ -36,14 +35,9 @@ function flushOurChain(ns: Netns): void {
 }
 
 test('SIGHUP with a schedule the cron package refuses, a Docker host that is not a URL, or a Docker client that cannot be built: the agent stays up on its old configuration and keeps repairing', async (t) => {
-  const ns = createNetns('agent-reload');
-  t.after(() => ns.destroy());
-  const root = mkdtempSync(join(tmpdir(), 'igt-reload-'));
-  t.after(() => rmSync(root, { recursive: true, force: true }));
-  const configFile = join(root, 'config.yaml');
-  writeFileSync(configFile, GOOD);
+  const { ns, host, root, configFile } = bareAgentHost(t, 'agent-reload', GOOD);
   // TLS on, certificates missing: a tcp:// Docker host then fails when its client is built (reading ca.pem), not in validation.
-  const a = await startAgent({ netns: ns.name, dir: root, dockerHost: null }, { root, configFile, driftSchedule: null, env: { DOCKER_TLS_VERIFY: '1', DOCKER_CERT_PATH: join(root, 'no-certs') } });
+  const a = await startAgent(host, { root, configFile, driftSchedule: null, env: { DOCKER_TLS_VERIFY: '1', DOCKER_CERT_PATH: join(root, 'no-certs') } });
   t.after(async () => void (await a.stop().catch(() => {})));
 
   let from = reloadWith(a, configFile, 'docker: false\ndriftSchedule: "61 * * * * *"\n');

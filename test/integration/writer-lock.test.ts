@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { before, describe, test } from 'node:test';
-import { startAgent } from '../helpers/agent.js';
+import { bareAgentHost, startAgent } from '../helpers/agent.js';
 import { CLI, type Host, JUMP_LINE, ensureBuilt, freshHost } from '../helpers/cli.js';
 import { type Netns, createNetns } from '../helpers/netns.js';
 
@@ -160,13 +159,7 @@ describe('one writer per network namespace', () => {
 
 describe('one agent per network namespace (or several with one configuration)', () => {
   test('a second agent with a different configuration refuses to start (exit 2, one line naming the first); one with the same configuration starts with a warning and takes over the name when the first stops', async (t) => {
-    const ns = createNetns('agents');
-    t.after(() => ns.destroy());
-    const root = mkdtempSync(join(tmpdir(), 'igt-agents-'));
-    t.after(() => rmSync(root, { recursive: true, force: true }));
-    const configFile = join(root, 'config.yaml');
-    writeFileSync(configFile, 'docker: false\n');
-    const where = { netns: ns.name, dir: root, dockerHost: null };
+    const { host: where, root, configFile } = bareAgentHost(t, 'agents', 'docker: false\n');
 
     const first = await startAgent(where, { root, configFile });
     t.after(async () => void (await first.stop().catch(() => {})));
