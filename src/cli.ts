@@ -29,6 +29,7 @@ const FLAG_KEYS: readonly [flag: string, key: string, kind: 'string' | 'list' | 
   ['docker', 'docker', 'boolean'],
   ['conntrack', 'conntrack', 'boolean'],
   ['lockWait', 'lockWaitSeconds', 'number'],
+  ['writerLockWait', 'writerLockWaitSeconds', 'number'],
   ['logLevel', 'logLevel', 'string'],
   ['driftSchedule', 'driftSchedule', 'string'],
   ['metricsListen', 'metricsListen', 'string'],
@@ -63,6 +64,7 @@ function withConfigOptions(cmd: Command): Command {
     .option('--metrics-textfile <path>', 'write node_exporter textfile metrics to PATH after each pass (agent; atomic)')
     .option('--probe-schedule <cron>', "cron expression (with seconds) of the agent's probe from inside containers (off by default)")
     .option('--lock-wait <seconds>', 'seconds to wait for the xtables lock (default 5)')
+    .option('--writer-lock-wait <seconds>', 'seconds to wait while another apply, remove or agent pass of this network namespace is writing (default 30)')
     .addOption(new Option('--log-level <level>', 'log level (default info)').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']));
 }
 
@@ -104,13 +106,16 @@ export function buildProgram(): Command {
     .description('bring the nat table (and boot script) to the protected state once; a converged host is not written')
     .addOption(new Option('--format <format>', 'output format').choices(['text', 'json']).default('text'))
     .action(async (_o, cmd: Command) => {
-      const { config, ports } = await setup(cmd, 2);
+      const { config, log, ports } = await setup(cmd, 2);
       const { cheapBackend, reconcile } = await import('./app/reconcile.js');
       const { hasDrift, needsOperator } = await import('./core/findings.js');
       const { summarizeApply } = await import('./app/summary.js');
+      const { asOneWriter } = await import('./app/one-writer.js');
       // A converged host is confirmed from the deciding chains; anything else gets a full read.
-      const cheap = await cheapBackend(config, ports);
-      const result = await reconcile(config, ports, cheap === null ? {} : { cheap: { backend: cheap } });
+      const result = await asOneWriter(config, { verb: 'apply', version: VERSION }, log, async () => {
+        const cheap = await cheapBackend(config, ports);
+        return reconcile(config, ports, cheap === null ? {} : { cheap: { backend: cheap } });
+      });
       print(cmd.opts<{ format: string }>().format === 'json' ? JSON.stringify(summarizeApply(config, result, true), null, 2) : summarizeApply(config, result, false).text);
       const unprotected = config.mode === 'report' ? hasDrift(result.findings) || result.findings.some(needsOperator) : result.findings.some(needsOperator);
       process.exitCode = unprotected ? ExitCode.drift : ExitCode.ok;
@@ -132,9 +137,10 @@ export function buildProgram(): Command {
   withConfigOptions(program.command('remove'))
     .description('delete exactly what imds-guard installed: the jump, the chain and the boot script')
     .action(async (_o, cmd: Command) => {
-      const { config, ports } = await setup(cmd, 2);
+      const { config, log, ports } = await setup(cmd, 2);
       const { remove } = await import('./app/remove.js');
-      const r = await remove(config, ports);
+      const { asOneWriter } = await import('./app/one-writer.js');
+      const r = await asOneWriter(config, { verb: 'remove', version: VERSION }, log, () => remove(config, ports));
       print(`imds-guard: removed (${r.restores} transaction(s)${r.bootScriptRemoved ? ', boot script deleted' : ''})`);
     });
 

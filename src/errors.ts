@@ -23,7 +23,9 @@ export type ErrorCode =
   | 'restore-failed'
   | 'command-failed'
   | 'file-failed'
-  | 'listen-failed';
+  | 'listen-failed'
+  | 'writer-lock-held'
+  | 'another-agent';
 
 export class ImdsGuardError extends Error {
   constructor(
@@ -64,6 +66,31 @@ export class FileError extends ImdsGuardError {
 export class ListenError extends ImdsGuardError {
   constructor(message: string) {
     super(message, 'listen-failed', ExitCode.usage);
+  }
+}
+
+/**
+ * Another imds-guard process of this network namespace (apply, remove or an agent's
+ * pass) held the writer lock for longer than we were willing to wait. Nothing was read
+ * or written; `holder` is what it said about itself (untrusted, already validated).
+ */
+export class LockHeldError extends ImdsGuardError {
+  constructor(
+    message: string,
+    readonly holder: string,
+  ) {
+    super(message, 'writer-lock-held', ExitCode.applyFailed);
+  }
+}
+
+/**
+ * Another agent runs in this network namespace with a different configuration: two
+ * agents would undo each other's rules every pass, so this one does not start. Exit 2,
+ * which systemd's RestartPreventExitStatus= and a crash-looping respawn stop on.
+ */
+export class AgentConflictError extends ImdsGuardError {
+  constructor(message: string) {
+    super(message, 'another-agent', ExitCode.usage);
   }
 }
 

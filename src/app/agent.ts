@@ -6,12 +6,16 @@ import { hasDrift, isFailure } from '../core/findings.js';
 import type { Backend } from '../core/family.js';
 import type { NetworkView } from '../core/coverage.js';
 import { type DriftHistory, EMPTY_HISTORY, recordPass, splitFirstInstall } from '../core/drift-history.js';
-import { ExitCode, describeError } from '../errors.js';
+import { configDigest, decideOnOtherAgent } from '../core/peer.js';
+import { AgentConflictError, ExitCode, describeError } from '../errors.js';
+import { type AgentPresence, claimAgentPresence } from '../shell/agent-presence.js';
 import { createLogger } from '../shell/logger.js';
 import { type AgentState, MAX_RECENT_DRIFT, writeAgentState } from './agent-state.js';
 import { createAgentTelemetry } from './agent-telemetry.js';
 import { watchDocker } from './docker-watch.js';
+import { createPassLock } from './one-writer.js';
 import { createPassRunner } from './pass-runner.js';
+import { createReloader } from './reloader.js';
 import type { Ports } from './ports.js';
 import { reconcile } from './reconcile.js';
 import { realPorts } from './wiring.js';
@@ -30,6 +34,8 @@ const FULL_REASONS = new Set(['start', 'reload', 'docker-connected', 'retry']);
 
 interface Running {
   config: Config;
+  /** configDigest of the configuration as loaded (before any fallback a pass makes). */
+  digest: string;
   ports: Ports;
   cron: CronJob;
   docker: { stop(): void } | null;
@@ -53,6 +59,21 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
   let current: Running | null = null;
   let networksBefore: ReadonlyMap<string, NetworkView> | null = null;
 
+  // One agent per network namespace, or several with one configuration (src/core/peer.ts).
+  const loadedDigest = configDigest(config);
+  const whoWeAre = () => ({ pid: process.pid, verb: 'run', version, configDigest: current?.digest ?? loadedDigest });
+  let presence: AgentPresence = await claimAgentPresence(whoWeAre);
+  const decision = decideOnOtherAgent(loadedDigest, presence.kind === 'taken' ? presence : null);
+  const other = presence.kind === 'taken' ? { otherPid: presence.answer?.pid, otherDigest: presence.answer?.configDigest } : {};
+  if (decision.action === 'refuse') {
+    const conflict = new AgentConflictError(decision.message);
+    log.error({ event: 'another-agent', ...other, configDigest: loadedDigest }, decision.message);
+    process.stderr.write(`imds-guard: ${conflict.message}\n`);
+    return conflict.exitCode;
+  }
+  if (decision.action === 'warn') log.warn({ event: 'another-agent', ...other, configDigest: loadedDigest }, decision.message);
+  const writer = createPassLock({ version, log });
+
   let lastFull: { at: number; backend: Backend; converged: boolean } | null = null;
   const pass = async (reasons: string[]): Promise<void> => {
     const run = current;
@@ -60,12 +81,15 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
     const startedAt = new Date();
     const at = startedAt.toISOString();
     const t0 = performance.now();
+    // An agent that found another one holding the name takes it over once that one is gone.
+    if (presence.kind === 'taken') presence = await claimAgentPresence(whoWeAre);
     try {
       // A converged agent reads only the deciding chains; a full read at start, after a
       // reload or reconnect, after anything was found, and every FULL_READ_EVERY_MS (the
-      // other backend and the raw table are read then).
+      // other backend is read then).
       const fullDue = lastFull === null || Date.now() - lastFull.at >= FULL_READ_EVERY_MS || reasons.some((r) => FULL_REASONS.has(r));
-      const result = await reconcile(run.config, run.ports, fullDue || lastFull === null || !lastFull.converged ? {} : { cheap: { backend: lastFull.backend } });
+      const opts = fullDue || lastFull === null || !lastFull.converged ? {} : { cheap: { backend: lastFull.backend } };
+      const result = await writer.around(run.config, () => reconcile(run.config, run.ports, opts));
       if (result.reads === 'full') lastFull = { at: Date.now(), backend: result.observation.backend.backend, converged: result.converged && !result.findings.some(isFailure) };
       else lastFull = { ...lastFull!, converged: true };
       const first = networksBefore === null ? splitFirstInstall(result.findings) : { drift: [...result.findings], install: [] };
@@ -110,12 +134,14 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
   };
   const runner = createPassRunner(pass);
 
+  // Everything that can throw (adapters, the cron expression) comes before anything
+  // starts, so a failed start or reload leaves no timer or stream behind.
   const startWith = async (cfg: Config, lg: Logger): Promise<Running> => {
     const ports = await realPorts(cfg, lg);
     const cron = CronJob.from({
       cronTime: cfg.driftSchedule,
       onTick: () => runner.request('drift-check'),
-      start: true,
+      start: false,
       waitForCompletion: true,
       errorHandler: (e: unknown) => lg.error({ err: describeError(e) }, 'drift check failed'),
     });
@@ -125,7 +151,8 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
         runner.request(`docker-${e.type}-${e.action}`);
       }, onConnected: () => runner.request('docker-connected') });
     await telemetry.configure(cfg, ports);
-    return { config: cfg, ports, cron, docker };
+    cron.start();
+    return { config: cfg, digest: configDigest(cfg), ports, cron, docker };
   };
   const stopRunning = (r: Running): void => {
     void r.cron.stop();
@@ -138,13 +165,38 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
     log.fatal({ err: describeError(e) }, 'cannot start');
     return ExitCode.usage;
   }
+  const reloader = createReloader<Config, Running>(current, {
+    load,
+    start: (next) => startWith(next, log),
+    stop: stopRunning,
+    report: (outcome) => {
+      switch (outcome.kind) {
+        case 'rejected':
+          log.error({ event: 'reload-rejected', err: describeError(outcome.error) }, 'new configuration rejected; the running one stays');
+          return;
+        case 'failed':
+          log.error({ event: 'reload-failed', err: describeError(outcome.error) }, 'could not start with the new configuration; the running one stays');
+          return;
+        case 'reloaded': {
+          const next = outcome.running.config;
+          current = outcome.running;
+          log.level = next.logLevel;
+          if (outcome.stopError !== undefined) log.warn({ err: describeError(outcome.stopError) }, 'stopping the previous configuration failed');
+          log.info({ event: 'reloaded', mode: next.mode, allow: next.allow, schedule: next.driftSchedule }, 'configuration reloaded');
+          runner.request('reload');
+        }
+      }
+    },
+  });
   log.info({ event: 'started', version, mode: config.mode, backend: config.backend, allow: config.allow, endpoints: config.endpoints.map(formatEndpoint), schedule: config.driftSchedule }, 'imds-guard agent started');
   runner.request('start');
 
   return await new Promise<number>((resolve) => {
     const stop = (signal: string): void => {
       log.info({ event: 'stopping', signal }, 'stopping; the rules stay in place');
-      if (current !== null) stopRunning(current);
+      reloader.close();
+      stopRunning(reloader.current());
+      if (presence.kind === 'claimed') void presence.release();
       if (retryTimer !== null) clearTimeout(retryTimer);
       runner.stop();
       void runner.idle(STOP_GRACE_MS).then(() => {
@@ -152,24 +204,10 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
         void telemetry.close().finally(() => resolve(ExitCode.ok));
       });
     };
-    const reload = async (): Promise<void> => {
-      let next: Config;
-      try {
-        next = await load();
-      } catch (e) {
-        log.error({ event: 'reload-rejected', err: describeError(e) }, 'new configuration rejected; the running one stays');
-        return;
-      }
-      if (current !== null) stopRunning(current);
-      log.level = next.logLevel;
-      current = await startWith(next, log);
-      log.info({ event: 'reloaded', mode: next.mode, allow: next.allow }, 'configuration reloaded');
-      runner.request('reload');
-    };
     // PID 1 in a container gets no default signal actions: without these handlers
     // `docker stop` would wait out its timeout and SIGKILL us.
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
-    process.on('SIGHUP', () => void reload());
+    process.on('SIGHUP', () => void reloader.request());
   });
 }

@@ -30,7 +30,7 @@ export function watchDocker(docker: DockerPort, log: Logger, handlers: { onEvent
 
   const down = (why: string): void => {
     if (!reportedDown) {
-      log.warn({ event: 'docker-disconnected', why }, everConnected ? 'lost the Docker event stream; keeping the rules in place and reconnecting' : 'Docker is not reachable; static interfaces stay protected; retrying');
+      log.warn({ event: 'docker-disconnected', why }, everConnected ? 'lost the Docker event stream; keeping the rules in place and reconnecting' : 'Docker is not reachable; the protection does not depend on it; retrying');
       reportedDown = true;
     }
     retry();
@@ -40,10 +40,17 @@ export function watchDocker(docker: DockerPort, log: Logger, handlers: { onEvent
     timer = null;
     if (stopped) return;
     try {
-      unsubscribe = await docker.watchNetworks(handlers.onEvent, (err) => {
+      const stream = await docker.watchNetworks(handlers.onEvent, (err) => {
         unsubscribe = null;
         if (!stopped) down(err?.message ?? 'event stream ended');
       });
+      // stop() ran while the stream was being opened: it found nothing to close, so
+      // close what just arrived (its socket would otherwise keep the process alive).
+      if (stopped) {
+        stream();
+        return;
+      }
+      unsubscribe = stream;
       // Subscribe first, then list: a network created between the two is still seen.
       const again = everConnected;
       everConnected = true;
@@ -52,7 +59,7 @@ export function watchDocker(docker: DockerPort, log: Logger, handlers: { onEvent
       log.info({ event: again ? 'docker-reconnected' : 'docker-connected' }, again ? 'Docker is back; re-reading its networks' : 'watching Docker network events');
       handlers.onConnected();
     } catch (e) {
-      down((e as Error).message);
+      if (!stopped) down((e as Error).message);
     }
   }
 
@@ -62,6 +69,7 @@ export function watchDocker(docker: DockerPort, log: Logger, handlers: { onEvent
       stopped = true;
       if (timer !== null) clearTimeout(timer);
       unsubscribe?.();
+      unsubscribe = null;
     },
   };
 }

@@ -3,7 +3,9 @@ import { ConfigError } from '../errors.js';
 import { CLOUDS, type CloudChoice, type CloudResolution, type DmiFacts, resolveCloudEndpoints } from './clouds.js';
 import { type Endpoint, parseEndpoint } from './endpoint.js';
 import { type MetricsListen, parseMetricsListen, parseMetricsTextfile } from './metrics-settings.js';
+import { dockerHostProblem } from './docker-host.js';
 import { interfaceNameProblem } from './names.js';
+import { DEFAULT_DRIFT_SCHEDULE, scheduleProblem } from './schedule.js';
 import { DEFAULT_TARGET, type Target, parseTarget } from './target.js';
 
 export type Mode = 'enforce' | 'report';
@@ -42,6 +44,8 @@ export interface Config {
   readonly dockerHost: string | null;
   readonly driftSchedule: string;
   readonly lockWaitSeconds: number;
+  /** Seconds to wait for another apply, remove or agent pass of this network namespace (0: do not wait). */
+  readonly writerLockWaitSeconds: number;
   readonly conntrack: boolean;
   readonly logLevel: LogLevel;
   /** Serve Prometheus metrics here (null: off). */
@@ -54,17 +58,26 @@ export interface Config {
 
 export const DEFAULT_CONFIG_PATH = '/etc/imds-guard/config.yaml';
 
+/** A refinement from a core check that says why a value is bad (or null when it is not). */
+function problemFrom(problemOf: (text: string) => string | null) {
+  return (text: string, ctx: z.RefinementCtx): void => {
+    const problem = problemOf(text);
+    if (problem !== null) ctx.addIssue({ code: 'custom', message: problem });
+  };
+}
+
 const absolutePath = z
   .string()
   .refine((p) => p.startsWith('/') && !/[\0\n\r]/.test(p), 'must be an absolute path without newlines');
 
-// Six-field cron (with seconds) or five-field; the cron package validates the rest.
-const cronExpression = z.string().regex(/^[0-9*/,\-A-Za-z? ]+$/, 'must be a cron expression');
+// Six-field cron (with seconds) or five-field, parsed by the cron package the agent
+// schedules it with: what passes here cannot make a start or a reload throw.
+const cronExpression = z
+  .string()
+  .regex(/^[0-9*/,\-A-Za-z? ]+$/, { message: 'must be a cron expression', abort: true })
+  .superRefine(problemFrom(scheduleProblem));
 
-const interfaceName = z.string().superRefine((name, ctx) => {
-  const problem = interfaceNameProblem(name);
-  if (problem) ctx.addIssue({ code: 'custom', message: problem });
-});
+const interfaceName = z.string().superRefine(problemFrom(interfaceNameProblem));
 
 /** A string field parsed by one of the core parsers, which return a reason string on failure. */
 function parsedBy<T>(parse: (text: string) => T | string) {
@@ -105,11 +118,14 @@ const schema = z
     // bridges need them: a local socket, or TCP (with TLS) to a daemon on this host.
     dockerHost: z
       .string()
-      .regex(/^(unix|tcp|http|https):\/\/\S+$/, "must be unix:///PATH or tcp://HOST:PORT of this host's Docker (ssh:// is not supported)")
+      .regex(/^(unix|tcp|http|https):\/\/\S+$/, { message: "must be unix:///PATH or tcp://HOST:PORT of this host's Docker (ssh:// is not supported)", abort: true })
+      .superRefine(problemFrom(dockerHostProblem))
       .nullable()
       .default(null),
-    driftSchedule: cronExpression.default('*/30 * * * * *'),
+    driftSchedule: cronExpression.default(DEFAULT_DRIFT_SCHEDULE),
     lockWaitSeconds: z.number().int().min(1).max(600).default(5),
+    // Longer than the xtables wait: a writer ahead of us may itself wait for that lock twice (one restore per family).
+    writerLockWaitSeconds: z.number().int().min(0).max(600).default(30),
     conntrack: z.boolean().default(true),
     logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
     metricsListen: metricsListen.nullable().default(null),
@@ -225,6 +241,7 @@ export const ENV_KEYS: Readonly<Record<string, { key: string; kind: 'string' | '
   IMDS_GUARD_DOCKER: { key: 'docker', kind: 'boolean' },
   IMDS_GUARD_DRIFT_SCHEDULE: { key: 'driftSchedule', kind: 'string' },
   IMDS_GUARD_LOCK_WAIT_SECONDS: { key: 'lockWaitSeconds', kind: 'number' },
+  IMDS_GUARD_WRITER_LOCK_WAIT_SECONDS: { key: 'writerLockWaitSeconds', kind: 'number' },
   IMDS_GUARD_CONNTRACK: { key: 'conntrack', kind: 'boolean' },
   IMDS_GUARD_LOG_LEVEL: { key: 'logLevel', kind: 'string' },
   IMDS_GUARD_METRICS_LISTEN: { key: 'metricsListen', kind: 'string' },

@@ -44,7 +44,8 @@ function modemOptions(host: string | null): Dockerode.DockerOptions | undefined 
   const certPath = process.env.DOCKER_CERT_PATH;
   const tls = process.env.DOCKER_TLS_VERIFY === '1' && certPath !== undefined;
   return {
-    host: url.hostname,
+    // An IPv6 literal keeps its brackets in URL.hostname; the socket layer wants it bare.
+    host: url.hostname.replace(/^\[(.*)\]$/, '$1'),
     port: Number(url.port || (tls ? 2376 : 2375)),
     protocol: tls || url.protocol === 'https:' ? 'https' : 'http',
     ...(tls ? { ca: readFileSync(join(certPath, 'ca.pem')), cert: readFileSync(join(certPath, 'cert.pem')), key: readFileSync(join(certPath, 'key.pem')) } : {}),

@@ -1,10 +1,12 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { after, before } from 'node:test';
 import { CLI, ensureBuilt } from './cli.js';
 import { type Lab, labAvailable, startLab } from './lab.js';
+import { type Netns, createNetns } from './netns.js';
 import { type ProcResult, runProc } from './proc.js';
 
 /**
@@ -43,8 +45,8 @@ export interface AgentFiles {
 export interface AgentOptions {
   /** Directory for the state file, boot script and runlevels (default: the lab's directory). */
   readonly root?: string;
-  /** Cron expression of the drift check (default every second: tests should not wait 30 s). */
-  readonly driftSchedule?: string;
+  /** Cron expression of the drift check (default every second: tests should not wait 30 s); null: no flag, the config file decides. */
+  readonly driftSchedule?: string | null;
   /** Default debug, so converged passes show up as `reconciled` lines. */
   readonly logLevel?: 'debug' | 'info';
   /** `--config FILE` (for SIGHUP reloads); flags given here still win over it. */
@@ -52,7 +54,7 @@ export interface AgentOptions {
   readonly extraArgs?: readonly string[];
   /** Added to the agent's environment (e.g. a PATH with shims first). */
   readonly env?: NodeJS.ProcessEnv;
-  /** Wait until the first pass is recorded and Docker's event stream is connected (default true). */
+  /** Wait until the first pass is recorded and (on a lab) Docker's event stream is connected (default true). */
   readonly waitReady?: boolean;
 }
 
@@ -126,17 +128,35 @@ export function agentFiles(root: string): AgentFiles {
   return { stateDir: join(root, 'state'), bootScriptDir, bootScript: join(bootScriptDir, 'imds-guard.start'), openrcRoot: join(root, 'runlevels') };
 }
 
+/**
+ * Where an agent runs: a lab's Docker host, or a bare throwaway namespace (test/helpers/netns.ts)
+ * with `dockerHost: null`, where no Docker flag is given and the config file decides.
+ */
+export type AgentHost = Pick<Lab, 'netns' | 'dir'> & { readonly dockerHost: string | null };
+
+/** A throwaway namespace and directory for agents without a lab, and their config file (`yaml`); all gone when the test ends. */
+export function bareAgentHost(t: { after(fn: () => void): void }, tag: string, yaml: string): { ns: Netns; host: AgentHost; root: string; configFile: string } {
+  const ns = createNetns(tag);
+  t.after(() => ns.destroy());
+  const root = mkdtempSync(join(tmpdir(), `igt-${tag}-`));
+  t.after(() => rmSync(root, { recursive: true, force: true }));
+  const configFile = join(root, 'config.yaml');
+  writeFileSync(configFile, yaml);
+  return { ns, host: { netns: ns.name, dir: root, dockerHost: null }, root, configFile };
+}
+
 /** The flags every command of a test host shares: the lab's Docker and the lab's directories. */
-export function hostArgs(lab: Lab, files: AgentFiles): string[] {
-  return ['--docker-host', lab.dockerHost, '--state-dir', files.stateDir, '--boot-script', 'always', '--boot-script-dir', files.bootScriptDir, '--openrc-root', files.openrcRoot];
+export function hostArgs(lab: AgentHost, files: AgentFiles): string[] {
+  const docker = lab.dockerHost === null ? [] : ['--docker-host', lab.dockerHost];
+  return [...docker, '--state-dir', files.stateDir, '--boot-script', 'always', '--boot-script-dir', files.bootScriptDir, '--openrc-root', files.openrcRoot];
 }
 
 /** `node dist/cli.js ARGS` inside the lab's Docker host namespace. */
-export function cliInLab(lab: Lab, args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<ProcResult> {
+export function cliInLab(lab: Pick<Lab, 'netns'>, args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<ProcResult> {
   return runProc('nsenter', [`--net=/run/netns/${lab.netns}`, process.execPath, CLI, ...args], { env: agentEnv(env), timeoutMs: 60_000 });
 }
 
-export async function startAgent(lab: Lab, opts: AgentOptions = {}): Promise<Agent> {
+export async function startAgent(lab: AgentHost, opts: AgentOptions = {}): Promise<Agent> {
   const files = agentFiles(opts.root ?? lab.dir);
   mkdirSync(files.stateDir, { recursive: true });
   mkdirSync(files.bootScriptDir, { recursive: true });
@@ -144,8 +164,7 @@ export async function startAgent(lab: Lab, opts: AgentOptions = {}): Promise<Age
   const args = [
     'run',
     ...common,
-    '--drift-schedule',
-    opts.driftSchedule ?? '*/1 * * * * *',
+    ...(opts.driftSchedule === null ? [] : ['--drift-schedule', opts.driftSchedule ?? '*/1 * * * * *']),
     '--log-level',
     opts.logLevel ?? 'debug',
     ...(opts.configFile === undefined ? [] : ['--config', opts.configFile]),
@@ -253,7 +272,7 @@ export async function startAgent(lab: Lab, opts: AgentOptions = {}): Promise<Age
   };
 
   if (opts.waitReady ?? true) {
-    await waitFor('docker-connected', (l) => l.event === 'docker-connected', { timeoutMs: 20_000 });
+    if (lab.dockerHost !== null) await waitFor('docker-connected', (l) => l.event === 'docker-connected', { timeoutMs: 20_000 });
     const t0 = performance.now();
     while (state()?.lastReconcileAt == null) {
       if (exit !== null || performance.now() - t0 > 20_000) throw new Error(`the agent recorded no pass\n${tail()}`);

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { CronJob } from 'cron';
 import { type ConfigLayer, configFromEnv, resolveConfig } from '../../src/core/config.js';
+import { DEFAULT_DRIFT_SCHEDULE } from '../../src/core/schedule.js';
 import { ConfigError } from '../../src/errors.js';
 
 const FILE = 'config file /etc/imds-guard/config.yaml';
@@ -32,6 +34,7 @@ describe('resolveConfig layers', () => {
       dockerHost: null,
       driftSchedule: '*/30 * * * * *',
       lockWaitSeconds: 5,
+      writerLockWaitSeconds: 30,
       conntrack: true,
       ipset: 'auto',
       logLevel: 'info',
@@ -78,6 +81,28 @@ describe('resolveConfig layers', () => {
   }
 });
 
+describe('what check-config accepts, the agent can start with', () => {
+  test('the default drift schedule, which validation takes as known good, is accepted and fires for the cron package itself', () => {
+    assert.equal(resolveConfig(layers({}, {}, {})).driftSchedule, DEFAULT_DRIFT_SCHEDULE);
+    const job = CronJob.from({ cronTime: DEFAULT_DRIFT_SCHEDULE, onTick: () => {}, start: false });
+    assert.ok(job.nextDate().toMillis() - Date.now() <= 30_000);
+  });
+
+  for (const expression of ['*/1 * * * * *', '0 */5 * * * *', '*/30 * * * *', '0 0 29 2 *', '0 0 * * MON-FRI', '15,45 * * * * *']) {
+    test(`drift schedule ${JSON.stringify(expression)} is accepted, and CronJob.from schedules it without throwing`, () => {
+      const c = resolveConfig(layers({ driftSchedule: expression }, {}, {}));
+      const job = CronJob.from({ cronTime: c.driftSchedule, onTick: () => {}, start: false });
+      assert.ok(job.nextDate().isValid);
+    });
+  }
+
+  for (const host of ['unix:///var/run/docker.sock', 'tcp://socket-proxy:2375', 'tcp://10.0.0.5', 'tcp://[::1]:2375', 'https://docker-1:2376', 'http://127.0.0.1:2375/']) {
+    test(`Docker host ${host} is accepted`, () => {
+      assert.equal(resolveConfig(layers({}, { DOCKER_HOST: host }, {})).dockerHost, host);
+    });
+  }
+});
+
 describe('every config error is one line naming the source, the key and the bad value', () => {
   const cases: readonly [string, ConfigLayer[], string][] = [
     ['an interface with a space (flag)', layers({}, {}, { interfaces: ['docker0', 'docker 1'] }), 'command line: interfaces[1] "docker 1" contains whitespace or a non-printable character'],
@@ -107,6 +132,21 @@ describe('every config error is one line naming the source, the key and the bad 
     ['a lock wait that is not a number', layers({}, { IMDS_GUARD_LOCK_WAIT_SECONDS: 'soon' }, {}), 'environment: lockWaitSeconds "soon" Invalid input: expected number, received string'],
     ['an ssh:// Docker host (from DOCKER_HOST)', layers({}, { DOCKER_HOST: 'ssh://ops@docker-1' }, {}), `environment: dockerHost "ssh://ops@docker-1" must be unix:///PATH or tcp://HOST:PORT of this host's Docker (ssh:// is not supported)`],
     ['a boolean that is not one', layers({}, { IMDS_GUARD_DOCKER: 'maybe' }, {}), 'environment: docker "maybe" Invalid input: expected boolean, received string'],
+    ['a cron second out of range (flag)', layers({}, {}, { driftSchedule: '61 * * * * *' }), 'command line: driftSchedule "61 * * * * *" is not a cron expression: Field value (61) is out of range'],
+    ['a cron expression with seven fields (env)', layers({}, { IMDS_GUARD_DRIFT_SCHEDULE: '* * * * * * *' }, {}), 'environment: driftSchedule "* * * * * * *" is not a cron expression: Too many fields'],
+    ['a cron step of zero', layers({ driftSchedule: '*/0 * * * * *' }, {}, {}), `${FILE}: driftSchedule "*/0 * * * * *" is not a cron expression: Field (second) has a step of zero`],
+    ['a cron expression that parses but never fires (31 February)', layers({}, {}, { driftSchedule: '0 0 31 2 *' }), 'command line: driftSchedule "0 0 31 2 *" never fires (no date matches it within 8 years)'],
+    ['a cron alias, which the character check refuses first', layers({}, {}, { driftSchedule: '@daily' }), 'command line: driftSchedule "@daily" must be a cron expression'],
+    ['a Docker host that is not a URL', layers({}, {}, { dockerHost: 'tcp://[' }), 'command line: dockerHost "tcp://[" is not a URL'],
+    ['a Docker host with a port above 65535', layers({}, { DOCKER_HOST: 'tcp://docker-1:70000' }, {}), 'environment: dockerHost "tcp://docker-1:70000" is not a URL'],
+    ['a Docker host with port 0', layers({}, {}, { dockerHost: 'tcp://docker-1:0' }), 'command line: dockerHost "tcp://docker-1:0" has port 0; give a port from 1 to 65535'],
+    ['a tcp Docker host without a host', layers({}, {}, { dockerHost: 'tcp:///var/run/docker.sock' }), 'command line: dockerHost "tcp:///var/run/docker.sock" must name a host (tcp://HOST:PORT)'],
+    ['a tcp Docker host with a path', layers({}, {}, { dockerHost: 'tcp://docker-1:2375/v1.41' }), 'command line: dockerHost "tcp://docker-1:2375/v1.41" has a path, which a tcp:// Docker address cannot use'],
+    ['a tcp Docker host with a user', layers({}, {}, { dockerHost: 'tcp://ops:secret@docker-1:2376' }), 'command line: dockerHost "tcp://ops:secret@docker-1:2376" has a user or password, which is not used: TLS comes from DOCKER_TLS_VERIFY and DOCKER_CERT_PATH'],
+    ['a unix Docker host with a relative path', layers({}, { DOCKER_HOST: 'unix://var/run/docker.sock' }, {}), 'environment: dockerHost "unix://var/run/docker.sock" must be unix:// followed by an absolute path (unix:///var/run/docker.sock)'],
+    ['a unix Docker host without a path', layers({}, {}, { dockerHost: 'unix:///' }), 'command line: dockerHost "unix:///" must name a socket file (unix:///var/run/docker.sock)'],
+    ['a unix Docker host with a %-escape', layers({}, {}, { dockerHost: 'unix:///run/docker%20x.sock' }), 'command line: dockerHost "unix:///run/docker%20x.sock" has a socket path with %, a NUL or a newline'],
+    ['a Docker host with a query', layers({}, {}, { dockerHost: 'tcp://docker-1:2375?tls=1' }), 'command line: dockerHost "tcp://docker-1:2375?tls=1" has a query or fragment, which a Docker address cannot use'],
   ];
   for (const [what, input, message] of cases) {
     test(what, () => {
