@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../core/config.js';
 import { formatEndpoint } from '../core/endpoint.js';
 import { hasDrift, isFailure } from '../core/findings.js';
-import type { Backend } from '../core/family.js';
+import type { Backend, Family } from '../core/family.js';
 import type { NetworkView } from '../core/coverage.js';
 import { type DriftHistory, EMPTY_HISTORY, recordPass, splitFirstInstall } from '../core/drift-history.js';
 import { configDigest, decideOnOtherAgent } from '../core/peer.js';
@@ -75,6 +75,8 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
   const writer = createPassLock({ version, log });
 
   let lastFull: { at: number; backend: Backend; converged: boolean } | null = null;
+  // Families whose old connections could not be cut yet (kept until a pass succeeds at it).
+  let cutPending: readonly Family[] = [];
   const pass = async (reasons: string[]): Promise<void> => {
     const run = current;
     if (run === null) return;
@@ -88,8 +90,9 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
       // reload or reconnect, after anything was found, and every FULL_READ_EVERY_MS (the
       // other backend is read then).
       const fullDue = lastFull === null || Date.now() - lastFull.at >= FULL_READ_EVERY_MS || reasons.some((r) => FULL_REASONS.has(r));
-      const opts = fullDue || lastFull === null || !lastFull.converged ? {} : { cheap: { backend: lastFull.backend } };
+      const opts = { ...(fullDue || lastFull === null || !lastFull.converged ? {} : { cheap: { backend: lastFull.backend } }), cutPending };
       const result = await writer.around(run.config, () => reconcile(run.config, run.ports, opts));
+      cutPending = result.cutPending;
       if (result.reads === 'full') lastFull = { at: Date.now(), backend: result.observation.backend.backend, converged: result.converged && !result.findings.some(isFailure) };
       else lastFull = { ...lastFull!, converged: true };
       const first = networksBefore === null ? splitFirstInstall(result.findings) : { drift: [...result.findings], install: [] };

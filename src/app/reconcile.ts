@@ -5,7 +5,7 @@ import { CHECK, type Finding, isFailure } from '../core/findings.js';
 import { formatEndpoint } from '../core/endpoint.js';
 import { guardSpecOf, planPolicyOf } from '../core/pass-input.js';
 import { type Observation, type Plan, type PlanPolicy, isConverged, planReconcile } from '../core/plan.js';
-import { CommandError } from '../errors.js';
+import { CommandError, describeError } from '../errors.js';
 import { observe, observeDeciding } from './observe.js';
 import { observeHostNetwork } from './observe-host.js';
 import { type HostNetObservation, bootHostNetRules, hostContainerFindings, hostNetRules } from '../core/host-network.js';
@@ -25,6 +25,8 @@ export interface ReconcileResult {
   readonly converged: boolean;
   /** What the pass read: only the deciding chains (a converged agent's check), or every table. */
   readonly reads: 'deciding' | 'full';
+  /** Families whose tracked connections could not be cut yet: the next pass tries again. */
+  readonly cutPending: readonly Family[];
 }
 
 export interface ReconcileOptions {
@@ -33,6 +35,8 @@ export interface ReconcileOptions {
    * read was converged); a pass that finds anything to do or report reads everything.
    */
   readonly cheap?: { readonly backend: Backend };
+  /** Families whose connections to the endpoints must still be cut (a cut that failed in an earlier pass). */
+  readonly cutPending?: readonly Family[];
 }
 
 // A restore that deletes a jump fails when someone changed the table between our save
@@ -46,14 +50,15 @@ export async function reconcile(config: Config, ports: Ports, opts: ReconcileOpt
   if (opts.cheap !== undefined) {
     const cheap = await passOver(await observeDeciding(config, ports, opts.cheap.backend), config, ports, spec, policy);
     // Only "nothing to do, nothing wrong" is decided from the deciding chains alone.
-    if (cheap.converged && !cheap.findings.some(isFailure)) return { ...cheap, restores: 0, repaired: false, reads: 'deciding' };
+    if (cheap.converged && !cheap.findings.some(isFailure)) return { ...cheap, restores: 0, repaired: false, reads: 'deciding', cutPending: await cutConnections(config, ports, new Set(opts.cutPending)) };
   }
   for (let attempt = 1; ; attempt++) {
     const base = await passOver(await observe(config, ports), config, ports, spec, policy);
-    if (config.mode === 'report' || base.converged) return { ...base, restores: 0, repaired: false, reads: 'full' };
+    if (config.mode === 'report') return { ...base, restores: 0, repaired: false, reads: 'full', cutPending: [...(opts.cutPending ?? [])] };
+    if (base.converged) return { ...base, restores: 0, repaired: false, reads: 'full', cutPending: await cutConnections(config, ports, new Set(opts.cutPending)) };
     try {
-      const restores = await apply(config, base.plan, ports);
-      return { ...base, restores, repaired: true, reads: 'full' };
+      const { restores, cutPending } = await apply(config, base.plan, ports, opts.cutPending ?? []);
+      return { ...base, restores, repaired: true, reads: 'full', cutPending };
     } catch (e) {
       if (!(e instanceof CommandError && e.code === 'restore-failed') || attempt >= ATTEMPTS) throw e;
       ports.log.warn({ attempt, err: e.message }, 'a table changed under the transaction; observing again');
@@ -74,7 +79,7 @@ export async function cheapBackend(config: Config, ports: Ports): Promise<Backen
   return v4 || v6 ? null : 'nft';
 }
 
-type PassView = Omit<ReconcileResult, 'restores' | 'repaired' | 'reads'>;
+type PassView = Omit<ReconcileResult, 'restores' | 'repaired' | 'reads' | 'cutPending'>;
 
 /** Desired state computed once from config plus this observation, and the plan against it. */
 async function passOver(obs: Observation, config: Config, ports: Ports, spec: GuardSpec, policy: PlanPolicy): Promise<PassView> {
@@ -97,14 +102,20 @@ function endpointFinding(config: Config): Finding {
   return { id: CHECK.endpoints, kind: 'endpoints', status: 'info', severity: 'info', message: `hiding ${config.endpoints.map(formatEndpoint).join(', ')} (${which}: ${c.reason})`, evidence: [] };
 }
 
-async function apply(config: Config, plan: Plan, ports: Ports): Promise<number> {
-  const protectedFamilies = new Set<Family>();
-  for (const t of plan.transactions) {
-    await ports.iptables.restore(t.family, t.backend, t.payload);
-    ports.log.info({ family: t.family, backend: t.backend, table: t.table, lines: t.payload.split('\n').length - 3 }, 'applied transaction');
-    if (t.protects) protectedFamilies.add(t.family);
+async function apply(config: Config, plan: Plan, ports: Ports, pending: readonly Family[]): Promise<{ restores: number; cutPending: Family[] }> {
+  const protectedFamilies = new Set<Family>(pending);
+  let cutPending: Family[] = [];
+  try {
+    for (const t of plan.transactions) {
+      await ports.iptables.restore(t.family, t.backend, t.payload);
+      ports.log.info({ family: t.family, backend: t.backend, table: t.table, lines: t.payload.split('\n').length - 3 }, 'applied transaction');
+      if (t.protects) protectedFamilies.add(t.family);
+    }
+  } finally {
+    // Also when a later transaction failed: the families already protected get their old
+    // connections cut now, and a cut that fails is kept pending for the next pass.
+    cutPending = await cutConnections(config, ports, protectedFamilies);
   }
-  if (config.conntrack) await flushConnections(config, ports, protectedFamilies);
   if (plan.bootScript?.write) {
     await ports.files.writeAtomic(plan.bootScript.path, plan.bootScript.expected, 0o755);
     ports.log.info({ path: plan.bootScript.path, was: plan.bootScript.state }, 'wrote boot script');
@@ -113,17 +124,25 @@ async function apply(config: Config, plan: Plan, ports: Ports): Promise<number> 
     await ports.files.ensureSymlink('/etc/init.d/local', `${config.openrcRoot}/default/local`);
     ports.log.info({ runlevel: 'default' }, "enabled OpenRC's local service");
   }
-  return plan.transactions.length;
+  return { restores: plan.transactions.length, cutPending };
 }
 
-/** NAT only sees new connections: cut the ones to the endpoints opened before protection was in place. */
-async function flushConnections(config: Config, ports: Ports, families: ReadonlySet<Family>): Promise<void> {
+/**
+ * NAT only sees new connections: cut the ones to the endpoints that containers opened
+ * before protection was in place (the host's own are left alone). Returns the families
+ * whose cut could not be done, for the next pass to try again.
+ */
+async function cutConnections(config: Config, ports: Ports, families: ReadonlySet<Family>): Promise<Family[]> {
+  if (!config.conntrack || families.size === 0) return [];
+  const failed = new Set<Family>();
   for (const e of config.endpoints.filter((x) => families.has(x.family))) {
-    const r = await ports.conntrack.flush(e);
+    const r = await ports.conntrack.flush(e).catch((err: unknown) => ({ unavailable: describeError(err) }));
     if ('deleted' in r) {
-      if (r.deleted > 0) ports.log.info({ endpoint: e.address, port: e.port, deleted: r.deleted }, 'cut tracked connections opened before protection');
+      if (r.deleted > 0) ports.log.info({ event: 'connections-cut', endpoint: formatEndpoint(e), deleted: r.deleted }, 'cut tracked connections containers opened before protection');
     } else {
-      ports.log.warn({ endpoint: e.address, why: r.unavailable }, 'could not cut tracked connections to the endpoint: connections opened before protection may stay open');
+      failed.add(e.family);
+      ports.log.warn({ event: 'connections-not-cut', endpoint: formatEndpoint(e), why: r.unavailable }, 'could not cut tracked connections to the endpoint (the filter rules still refuse their packets); trying again next pass');
     }
   }
+  return [...failed];
 }
