@@ -16,6 +16,16 @@ import { type SavedTable, type TableName, chainRules, chainsJumpingTo, hasChain 
  * again. Owned chains this table holds but the desired state no longer has (host-network
  * protection switched off) are removed in the same transaction.
  */
+/**
+ * Whether a rule read back from the table can be named in a payload: iptables-restore
+ * reads one command per line, so an argument holding a line break (a planted comment)
+ * would smuggle a command of its own into our transaction. Such a rule is never named;
+ * it stays reported with its evidence.
+ */
+export function payloadSafe(args: readonly string[]): boolean {
+  return args.every((a) => !/[\x00-\x1f\x7f]/.test(a));
+}
+
 export function renderTableRestore(table: TableName, diffs: readonly ChainDiff[], saved: SavedTable): string | null {
   const lines: string[] = [];
   for (const d of diffs) {
@@ -25,7 +35,7 @@ export function renderTableRestore(table: TableName, diffs: readonly ChainDiff[]
     }
   }
   for (const d of diffs) {
-    for (const j of d.jump.toDelete) lines.push(`-D ${d.desired.hook} ${joinArgs(j.args)}`);
+    for (const j of d.jump.toDelete.filter((r) => payloadSafe(r.args))) lines.push(`-D ${d.desired.hook} ${joinArgs(j.args)}`);
     if (d.jump.insert) lines.push(`-I ${d.desired.hook} 1 ${joinArgs(d.desired.jumpArgs)}`);
   }
   const wanted = new Set<string>(diffs.map((d) => d.desired.chain));
@@ -50,7 +60,7 @@ function removalLines(saved: SavedTable, chains: readonly OwnedChainName[]): str
   const targets = new Set<string>(present);
   const refs = [...new Set(present.flatMap((c) => chainsJumpingTo(saved, c)))]
     .filter((c) => !targets.has(c))
-    .flatMap((c) => chainRules(saved, c).filter((r) => targets.has(ruleTarget(r) ?? '')));
+    .flatMap((c) => chainRules(saved, c).filter((r) => targets.has(ruleTarget(r) ?? '') && payloadSafe(r.args)));
   const lines = refs.map((r) => `-D ${r.chain} ${joinArgs(r.args)}`);
   for (const c of present.filter((x) => hasChain(saved, x))) lines.push(`:${c} - [0:0]`, `-X ${c}`);
   return lines;
