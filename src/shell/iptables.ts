@@ -27,21 +27,44 @@ export function toolName(family: Family, backend: Backend, verb: 'save' | 'resto
   return `${PREFIX[family]}-${backend}-${verb}`;
 }
 
-// Messages iptables prints when the table (or the whole family) is not there.
-const UNAVAILABLE = /table does not exist|can't initialize|Could not fetch rule set|not supported|No such file or directory|Unknown error/i;
-const PERMISSION = /Permission denied|must be root|Operation not permitted/i;
-const LOCK = /xtables lock|holding the xtables|Resource temporarily unavailable/i;
+// iptables' RESOURCE_PROBLEM: under legacy this is also what a lock wait that ran out
+// returns, so it means "lock held" only when the lock is found held (lockHeld below).
+const EXIT_RESOURCE = 4;
+// CAP_NET_ADMIN's bit in /proc/self/status CapEff.
+const CAP_NET_ADMIN = 12n;
+
+/** Whether this process may change the tables at all: a probe of its capabilities, not a reading of stderr. */
+async function hasNetAdmin(): Promise<boolean> {
+  try {
+    const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(await readFile('/proc/self/status', 'utf8'))?.[1];
+    return hex !== undefined && ((BigInt(`0x${hex}`) >> CAP_NET_ADMIN) & 1n) === 1n;
+  } catch {
+    return true; // no /proc to ask: let the failure speak for itself
+  }
+}
 
 export function createIptables(run: RunProcess, opts: { lockWaitSeconds: number; procNet?: string }): IptablesPort {
   const procNet = opts.procNet ?? '/proc/net';
+  /** Probes the xtables lock (util-linux flock, non-blocking): held, free, or unknown (no flock). */
+  const lockHeld = async (): Promise<boolean | null> => {
+    const file = process.env.XTABLES_LOCKFILE ?? '/run/xtables.lock';
+    try {
+      const r = await run('flock', ['-n', '-E', '75', file, 'true'], { timeoutMs: 5_000 });
+      return r.code === 75 ? true : r.code === 0 ? false : null;
+    } catch {
+      return null;
+    }
+  };
+  const denied = (tool: string, why: string, stderr: string): CommandError =>
+    new CommandError(`${tool}: permission denied (run as root or with CAP_NET_ADMIN): ${why}`, 'permission-denied', tool, stderr);
   return {
     async save(family, backend) {
       const tool = toolName(family, backend, 'save');
       const r = await run(tool, []);
       if (r.code === 0) return r.stdout;
       const why = firstLine(r.stderr);
-      if (PERMISSION.test(r.stderr)) throw new CommandError(`${tool}: permission denied (run as root or with CAP_NET_ADMIN): ${why}`, 'permission-denied', tool, r.stderr);
-      if (UNAVAILABLE.test(r.stderr) || r.stdout === '') return null;
+      if (!(await hasNetAdmin())) throw denied(tool, why, r.stderr);
+      // Any other failure: the tables could not be read (the caller fails closed on it).
       throw new CommandError(`${tool} failed (exit ${r.code}): ${why}`, 'command-failed', tool, r.stderr);
     },
     async restore(family, backend, payload) {
@@ -49,8 +72,9 @@ export function createIptables(run: RunProcess, opts: { lockWaitSeconds: number;
       const r = await run(tool, ['--noflush', '-w', String(opts.lockWaitSeconds)], { input: payload });
       if (r.code === 0) return;
       const why = firstLine(r.stderr);
-      if (PERMISSION.test(r.stderr)) throw new CommandError(`${tool}: permission denied (run as root or with CAP_NET_ADMIN): ${why}`, 'permission-denied', tool, r.stderr);
-      if (r.code === 4 || LOCK.test(r.stderr)) {
+      if (!(await hasNetAdmin())) throw denied(tool, why, r.stderr);
+      // iptables-nft takes no xtables lock (nft commits are transactions): its exit 4 is a rule the kernel refused.
+      if (backend === 'legacy' && r.code === EXIT_RESOURCE && (await lockHeld()) === true) {
         throw new CommandError(`${tool}: the xtables lock was held by another process for ${opts.lockWaitSeconds}s; nothing was applied`, 'lock-held', tool, r.stderr);
       }
       const at = /line:? (\d+)/i.exec(r.stderr)?.[1];
