@@ -231,6 +231,21 @@ describe('host-network and not-coverable settings', () => {
   for (const [parent, what] of badParents) {
     test(`cgroupParent ${what} is refused`, () => refuses(flags({ cgroupParent: parent }), `command line: cgroupParent ${JSON.stringify(parent)} must be auto or an absolute cgroup v2 path`));
   }
+  // The pass turns cgroupParent into a CgroupPath (core/cgroup.ts); one it cannot take would
+  // silently leave host-network containers without the parent rule, and the root would
+  // match every process of the host, cutting the host itself off the metadata.
+  const notCanonical: readonly [string, string][] = [
+    ['/docker/', 'has an empty segment (// or a trailing /)'],
+    ['/docker//x', 'has an empty segment (// or a trailing /)'],
+    ['/docker/../system.slice', 'has a .. segment (a cgroup outside our cgroup namespace: run with the host cgroup namespace)'],
+    ['/./docker', 'has a . segment'],
+  ];
+  for (const [parent, why] of notCanonical) {
+    test(`cgroupParent ${parent} is refused: it ${why}`, () => refuses(flags({ cgroupParent: parent }), `command line: cgroupParent ${JSON.stringify(parent)} ${why}`));
+  }
+  test('cgroupParent / is refused: a rule for the root cgroup would take the metadata from the host itself', () => {
+    refuses(flags({ cgroupParent: '/' }), 'command line: cgroupParent "/" is the root cgroup: a rule for it would match the host\'s own processes too');
+  });
 });
 
 describe('every other config error is one line naming the source, the key and the bad value', () => {
