@@ -148,6 +148,16 @@ describe('hostContainerFindings', () => {
     assert.equal(f.kind, 'host-container-exposed');
   });
 
+  test('an exempt container whose cgroup could not be resolved gets no return rule, so the audit must not claim it keeps access', () => {
+    for (const obs of [observed({ containers: [EXEMPT], inodes: new Map() }), observed({ containers: [{ ...EXEMPT, cgroup: null }] })]) {
+      assert.equal(hostNetRules('ipv4', [V4], obs).filter((r) => r.purpose === 'allow').length, 0, 'no return rule');
+      const f = hostContainerFindings(obs, 'warn')[0]!;
+      assert.equal(f.status, 'warn');
+      assert.doesNotMatch(f.message, /keeps access/);
+      assert.match(f.message, /exempt, but .*no return rule/);
+    }
+  });
+
   test('when the host cannot match cgroups, the exposure names why', () => {
     const f = hostContainerFindings(observed({ containers: [EXPOSED], unavailable: "iptables or the kernel lacks the cgroup path match" }), 'warn')[0]!;
     assert.equal(f.message, 'host-network container v1only is exposed: iptables or the kernel lacks the cgroup path match');
