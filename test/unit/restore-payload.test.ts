@@ -7,7 +7,9 @@ import { config, desiredOf, protectedLines, ruleLines, tableOf } from './support
 const JUMP = '-m comment --comment "imds-guard: metadata endpoint protection"';
 
 describe('renderRemoval', () => {
-  test('deletes every reference to our chains, wherever they are, by their saved text, then flushes and deletes the chains', () => {
+  // Every chain is flushed before any is deleted: a chain still jumped to from another of
+  // ours cannot be deleted (iptables-nft-restore: "CHAIN_DEL failed (Device or resource busy)").
+  test('deletes every reference to our chains, wherever they are, by their saved text, then flushes every chain, then deletes them', () => {
     const table = tableOf(
       'filter',
       ':IMDS-GUARD-FWD - [0:0]',
@@ -28,8 +30,8 @@ describe('renderRemoval', () => {
 -D DOCKER-USER -m comment --comment "say \\"hi\\"" -g IMDS-GUARD-FWD
 -D OUTPUT ${JUMP} -j IMDS-GUARD-OUT
 :IMDS-GUARD-FWD - [0:0]
--X IMDS-GUARD-FWD
 :IMDS-GUARD-OUT - [0:0]
+-X IMDS-GUARD-FWD
 -X IMDS-GUARD-OUT
 COMMIT
 `,
