@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
+import { cgroupPathProblem } from './cgroup.js';
 import { CLOUDS, type CloudChoice, type CloudResolution, type DmiFacts, resolveCloudEndpoints } from './clouds.js';
 import { type Endpoint, parseEndpoint } from './endpoint.js';
 import { type MetricsListen, parseMetricsListen, parseMetricsTextfile } from './metrics-settings.js';
@@ -79,6 +80,18 @@ const cronExpression = z
 
 const interfaceName = z.string().superRefine(problemFrom(interfaceNameProblem));
 
+// The pass turns it into a CgroupPath: a path cgroupPathProblem refuses would silently
+// leave host-network containers without the parent rule, and the root cgroup would
+// match the host's own processes too, taking the metadata from the host itself.
+const cgroupParent = z
+  .string()
+  .regex(/^(auto|\/[A-Za-z0-9._@:+=,\/-]*)$/, 'must be auto or an absolute cgroup v2 path')
+  .superRefine((path, ctx) => {
+    if (path === 'auto') return;
+    const problem = path === '/' ? "is the root cgroup: a rule for it would match the host's own processes too" : cgroupPathProblem(path);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  });
+
 /** A string field parsed by one of the core parsers, which return a reason string on failure. */
 function parsedBy<T>(parse: (text: string) => T | string) {
   return z.string().transform((text, ctx) => {
@@ -105,7 +118,7 @@ const schema = z
     notCoverable: z.enum(['warn', 'fail']).default('warn'),
     hostNetwork: z.boolean().default(true),
     hostNetworkExempt: z.array(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, 'must be a container name')).default([]),
-    cgroupParent: z.string().regex(/^(auto|\/[A-Za-z0-9._@:+=,\/-]*)$/, 'must be auto or an absolute cgroup v2 path').default('auto'),
+    cgroupParent: cgroupParent.default('auto'),
     target: target.default(parseTarget(DEFAULT_TARGET) as Target),
     target6: target.optional(),
     bootScript: z.enum(['auto', 'always', 'never']).default('auto'),

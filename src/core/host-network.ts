@@ -64,6 +64,11 @@ export function hostContainerFindings(obs: HostNetObservation, notCoverable: 'wa
     if (c.coverage === 'not-coverable' || (c.coverage === 'own-rule' && !obs.inodes.has(c.id))) {
       return { ...at, id: CHECK.hostContainer, kind: 'host-container-exposed', status: notCoverable, severity: 'high', message: `host-network container ${c.name} is exposed: ${obs.unavailable ?? c.reason}`, remediation: 'run it on a bridge network, or on a host with cgroup v2 and the xt_cgroup match' };
     }
+    // hostNetRules writes an exemption's return rule only for a cgroup whose inode was read;
+    // without one the container stays blocked under the parent, which the audit must say.
+    if (c.coverage === 'exempt' && (c.cgroup === null || !obs.inodes.has(c.id))) {
+      return { ...at, id: CHECK.hostContainer, kind: 'host-container', status: 'warn', severity: 'medium', message: `host-network container ${c.name} is exempt, but its cgroup could not be resolved, so it has no return rule and stays blocked wherever a cgroup rule covers it (${c.reason})` };
+    }
     const how = c.coverage === 'parent-rule' ? 'covered by the parent rule' : c.coverage === 'own-rule' ? 'covered by a rule of its own' : 'exempt, keeps access';
     return { ...at, id: CHECK.hostContainer, kind: 'host-container', status: 'info', severity: 'info', message: `host-network container ${c.name}: ${how} (${c.reason})` };
   });

@@ -62,7 +62,10 @@ function removalLines(saved: SavedTable, chains: readonly OwnedChainName[]): str
     .filter((c) => !targets.has(c))
     .flatMap((c) => chainRules(saved, c).filter((r) => targets.has(ruleTarget(r) ?? '') && payloadSafe(r.args)));
   const lines = refs.map((r) => `-D ${r.chain} ${joinArgs(r.args)}`);
-  for (const c of present.filter((x) => hasChain(saved, x))) lines.push(`:${c} - [0:0]`, `-X ${c}`);
+  // Flush them all before deleting any: a chain still jumped to from another of ours
+  // cannot be deleted (iptables-nft-restore: CHAIN_DEL failed, Device or resource busy).
+  const chainsHere = present.filter((x) => hasChain(saved, x));
+  lines.push(...chainsHere.map((c) => `:${c} - [0:0]`), ...chainsHere.map((c) => `-X ${c}`));
   return lines;
 }
 

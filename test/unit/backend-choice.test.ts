@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { type BackendChoice, chooseBackend } from '../../src/core/backend-choice.js';
 import type { Backend } from '../../src/core/family.js';
-import { type NatTable, parseNatTable } from '../../src/core/nat-table.js';
+import { type SavedTable, parseTable } from '../../src/core/saved-table.js';
 
 const BUILT_INS = [':PREROUTING ACCEPT [0:0]', ':INPUT ACCEPT [0:0]', ':OUTPUT ACCEPT [0:0]', ':POSTROUTING ACCEPT [0:0]'];
-const table = (...lines: string[]): NatTable => parseNatTable(['*nat', ...BUILT_INS, ...lines, 'COMMIT', ''].join('\n'));
+const table = (...lines: string[]): SavedTable => parseTable(['*nat', ...BUILT_INS, ...lines, 'COMMIT', ''].join('\n'), 'nat');
 
 const EMPTY = table();
 const DOCKER = table(':DOCKER - [0:0]', '-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER', '-A DOCKER -i docker0 -j RETURN');
@@ -13,7 +13,7 @@ const SWARM_ONLY = table(':DOCKER-INGRESS - [0:0]', '-A PREROUTING -m addrtype -
 const DOCKER_BIG = table(':DOCKER - [0:0]', '-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER', '-A DOCKER -i docker0 -j RETURN', '-A DOCKER -i br-1 -j RETURN', '-A DOCKER -i br-2 -j RETURN');
 const FOREIGN = table('-A POSTROUTING -s 10.0.0.0/8 -j MASQUERADE');
 
-const cases: readonly [string, Backend | null, NatTable | null, NatTable | null, BackendChoice][] = [
+const cases: readonly [string, Backend | null, SavedTable | null, SavedTable | null, BackendChoice][] = [
   ["Docker's chains only in nft", null, DOCKER, EMPTY, { backend: 'nft', reason: "Docker's nat chains are in the nft backend" }],
   ["Docker's chains only in legacy", null, EMPTY, DOCKER, { backend: 'legacy', reason: "Docker's nat chains are in the legacy backend" }],
   ["only Swarm's DOCKER-INGRESS, in legacy", null, EMPTY, SWARM_ONLY, { backend: 'legacy', reason: "Docker's nat chains are in the legacy backend" }],

@@ -1,109 +1,161 @@
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
-import { inspectBootScript, isOurBootScript, renderBootScript } from '../../src/core/boot-script.js';
-import { resolveConfig } from '../../src/core/config.js';
-import { desiredFamily } from '../../src/core/desired.js';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { DIGEST_MARK, inspectBootScript, isOurBootScript, renderBootScript } from '../../src/core/boot-script.js';
+import { toCgroupPath } from '../../src/core/cgroup.js';
+import { bootHostNetRules } from '../../src/core/host-network.js';
+import { config, desiredOf, jumpLine, ruleLines } from './support.js';
 
-const config = resolveConfig([]);
-const families = [desiredFamily(config, 'ipv4', config.interfaces), desiredFamily(config, 'ipv6', config.interfaces)];
+const C = config();
+const PARENT = toCgroupPath('/docker')!;
+const PLAIN = desiredOf(C);
+const HOSTNET = desiredOf(C, { ipv4: bootHostNetRules('ipv4', C.endpoints, PARENT), ipv6: bootHostNetRules('ipv6', C.endpoints, PARENT) });
+const GOLDEN = join(import.meta.dirname, '..', 'fixtures', 'golden', 'boot-nft-hostnet.sh');
 
-// The OpenRC local.d script for the default configuration on an nft host. Rules sit in
-// quoted here-documents; every existing jump is deleted by its saved text before one is
-// inserted on top, all in one restore per family.
-const NFT_SCRIPT = [
-  '#!/bin/sh',
-  '# imds-guard: hides the cloud metadata endpoints from Docker bridges at boot.',
-  '# Written by imds-guard for the nft iptables backend. Do not edit: edits are',
-  '# reported as drift and replaced by `imds-guard apply`. Safe to run any number of times.',
-  '# imds-guard-digest: sha256:977305b21b3ac6d0574edc68d0ac3892cfab7feb15a4c7a900c8873b44530f0c',
-  'set -u',
-  '',
-  '# Prints the first of the named commands that exists.',
-  'ig_pick() {',
-  '  for c in "$@"; do',
-  '    if command -v "$c" >/dev/null 2>&1; then echo "$c"; return 0; fi',
-  '  done',
-  '  return 1',
-  '}',
-  '',
-  '# $1 save command, $2 restore command; the chain rules come on stdin.',
-  'ig_protect() {',
-  '  save=$1 restore=$2',
-  '  rules=$(cat)',
-  '  current=$("$save" -t nat) || return 1',
-  '  {',
-  '    echo \'*nat\'',
-  '    echo \':IMDS-GUARD - [0:0]\'',
-  '    printf \'%s\\n\' "$rules"',
-  '    printf \'%s\\n\' "$current" | sed -n \'s/^-A PREROUTING \\(.*-j IMDS-GUARD\\)$/-D PREROUTING \\1/p\'',
-  '    cat <<\'IMDS_GUARD_JUMP\'',
-  '-I PREROUTING 1 -m comment --comment "imds-guard: metadata endpoint protection" -j IMDS-GUARD',
-  'IMDS_GUARD_JUMP',
-  '    echo \'COMMIT\'',
-  '  } | "$restore" --noflush -w 5',
-  '}',
-  '',
-  'status=0',
-  '',
-  '# ipv4: 3 rule(s)',
-  'if save=$(ig_pick iptables-nft-save iptables-save) && restore=$(ig_pick iptables-nft-restore iptables-restore); then',
-  '  ig_protect "$save" "$restore" <<\'IMDS_GUARD_RULES\' || { echo "imds-guard: could not protect ipv4" >&2; status=1; }',
-  '-A IMDS-GUARD -d 169.254.169.254/32 -i docker0 -p tcp -m tcp --dport 80 -m comment --comment imds-guard:1189f431dc7c -j REDIRECT --to-ports 1',
-  '-A IMDS-GUARD -d 169.254.169.254/32 -i docker_gwbridge -p tcp -m tcp --dport 80 -m comment --comment imds-guard:abec39a8c6fe -j REDIRECT --to-ports 1',
-  '-A IMDS-GUARD -d 169.254.169.254/32 -i br-+ -p tcp -m tcp --dport 80 -m comment --comment imds-guard:ba669814d24f -j REDIRECT --to-ports 1',
-  'IMDS_GUARD_RULES',
-  'else',
-  '  echo "imds-guard: no ipv4 iptables-restore found" >&2; status=1',
-  'fi',
-  '',
-  '# ipv6: 3 rule(s)',
-  'if save=$(ig_pick ip6tables-nft-save ip6tables-save) && restore=$(ig_pick ip6tables-nft-restore ip6tables-restore); then',
-  '  ig_protect "$save" "$restore" <<\'IMDS_GUARD_RULES\' || { echo "imds-guard: could not protect ipv6" >&2; status=1; }',
-  '-A IMDS-GUARD -d fd00:ec2::254/128 -i docker0 -p tcp -m tcp --dport 80 -m comment --comment imds-guard:ad75a5f5a288 -j REDIRECT --to-ports 1',
-  '-A IMDS-GUARD -d fd00:ec2::254/128 -i docker_gwbridge -p tcp -m tcp --dport 80 -m comment --comment imds-guard:4cf25008eba5 -j REDIRECT --to-ports 1',
-  '-A IMDS-GUARD -d fd00:ec2::254/128 -i br-+ -p tcp -m tcp --dport 80 -m comment --comment imds-guard:56f9c9b18cf9 -j REDIRECT --to-ports 1',
-  'IMDS_GUARD_RULES',
-  'else',
-  '  echo "imds-guard: no ipv6 iptables-restore found" >&2; status=1',
-  'fi',
-  'exit $status',
-  '',
-].join('\n');
+/** The here-document bodies of the script, in order: one per restore. */
+function restores(script: string): { call: string; body: string[] }[] {
+  const out: { call: string; body: string[] }[] = [];
+  const lines = script.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    if (!lines[i]!.startsWith('  ig_restore ')) continue;
+    const end = lines.indexOf('IMDS_GUARD_RULES', i + 1);
+    out.push({ call: lines[i]!.split(' <<')[0]!.trim(), body: lines.slice(i + 1, end) });
+  }
+  return out;
+}
 
 describe('renderBootScript', () => {
-  test('the default configuration on an nft host renders exactly the golden script', () => {
-    assert.equal(renderBootScript('nft', families), NFT_SCRIPT);
+  const script = renderBootScript('nft', [HOSTNET.ipv4, HOSTNET.ipv6], PARENT);
+
+  test('the default configuration with the host-network parent renders exactly the golden script', () => {
+    if (process.env['UPDATE_GOLDEN'] === '1') writeFileSync(GOLDEN, script);
+    assert.equal(script, readFileSync(GOLDEN, 'utf8'), `${GOLDEN} differs (UPDATE_GOLDEN=1 rewrites it; review the diff)`);
+  });
+
+  test('one restore per owned chain and family, each holding exactly that chain\'s rules and then its jump', () => {
+    const expected = [HOSTNET.ipv4, HOSTNET.ipv6].flatMap((f) =>
+      f.chains.map((c) => ({ call: `ig_restore "$save" "$restore" ${c.table} ${c.hook} ${c.chain}`, body: [...ruleLines(c), jumpLine(c).replace(`-A ${c.hook} `, `-I ${c.hook} 1 `)] })),
+    );
+    assert.equal(expected.length, 6);
+    assert.deepEqual(restores(script), expected);
+  });
+
+  test('the container parent cgroup is made in the cgroup2 hierarchy before any restore names it', () => {
+    const mkdir = script.indexOf(`mkdir -p "$cg_root"'/docker'`);
+    assert.ok(mkdir > 0);
+    assert.ok(mkdir < script.indexOf('  ig_restore '), 'before the first restore');
+    assert.doesNotMatch(renderBootScript('nft', [PLAIN.ipv4, PLAIN.ipv6]), /mkdir|cg_root/, 'no parent, no mkdir');
+  });
+
+  test('the OUTPUT rule at boot carries no inode (the cgroup is new at every boot)', () => {
+    assert.match(script, /-m cgroup --path \/docker -m comment --comment imds-guard:[0-9a-f]{12} -j REJECT/);
+    assert.doesNotMatch(script, /cgino=/);
   });
 
   test('for the legacy backend only the header, the digest and the tools it picks differ', () => {
-    const expected = NFT_SCRIPT.replace('for the nft iptables backend', 'for the legacy iptables backend')
-      .replace(/sha256:[0-9a-f]{64}/, 'sha256:f76143e08256954479ec2bf00be8665df46afdf4259439fb553c739b10b3695a')
-      .replaceAll('tables-nft-', 'tables-legacy-');
-    assert.equal(renderBootScript('legacy', families), expected);
+    const legacy = renderBootScript('legacy', [HOSTNET.ipv4, HOSTNET.ipv6], PARENT);
+    const strip = (s: string) => s.replace(/^# imds-guard-digest: .*$/m, '');
+    assert.equal(strip(legacy), strip(script).replace('for the nft iptables backend', 'for the legacy iptables backend').replaceAll('tables-nft-', 'tables-legacy-'));
+    assert.notEqual(legacy.match(/sha256:[0-9a-f]{64}/)![0], script.match(/sha256:[0-9a-f]{64}/)![0]);
   });
 
-  test('a family without rules (no IPv6 endpoints) gets no section', () => {
-    const v4only = resolveConfig([{ source: 'test', values: { endpoints: ['169.254.169.254'] } }]);
-    const script = renderBootScript('nft', [desiredFamily(v4only, 'ipv4', ['docker0']), desiredFamily(v4only, 'ipv6', ['docker0'])]);
-    assert.match(script, /^# ipv4: 1 rule\(s\)$/m);
-    assert.doesNotMatch(script, /ipv6/);
+  test('a family without chains (no IPv6 endpoints) gets no section', () => {
+    const v4 = desiredOf(config({ endpoints: ['169.254.169.254'] }));
+    const s = renderBootScript('nft', [v4.ipv4, v4.ipv6]);
+    assert.match(s, /^# ipv4: nat IMDS-GUARD \(1 rule\(s\)\), filter IMDS-GUARD-FWD \(1 rule\(s\)\)$/m);
+    assert.doesNotMatch(s, /ipv6|ip6tables/);
+  });
+
+  test('is a syntactically valid POSIX shell script', () => {
+    execFileSync('/bin/sh', ['-n'], { input: script });
+  });
+});
+
+describe('the boot script run against fake iptables tools', () => {
+  // Fakes on a PATH without /usr/sbin, so the real tools can never be reached; no cgroup
+  // parent, so the script touches nothing outside the temporary directory.
+  const dir = mkdtempSync(join(tmpdir(), 'imdsg-boot-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const v4 = desiredOf(config({ endpoints: ['169.254.169.254'] }));
+  const natJump = jumpLine(v4.ipv4.chains[0]!);
+
+  function runWith(saves: Record<string, string>): { status: number | null; payloads: string } {
+    rmSync(join(dir, 'payloads'), { force: true });
+    for (const [table, text] of Object.entries(saves)) writeFileSync(join(dir, `save.${table}`), text);
+    writeFileSync(join(dir, 'iptables-nft-save'), `#!/bin/sh\n[ "$1" = -t ] || exit 2\ncat '${dir}'/save."$2"\n`);
+    writeFileSync(join(dir, 'iptables-nft-restore'), `#!/bin/sh\n{ echo "# restore $*"; cat; } >> '${dir}/payloads'\n`);
+    for (const f of ['iptables-nft-save', 'iptables-nft-restore']) chmodSync(join(dir, f), 0o755);
+    const r = spawnSync('/bin/sh', ['-c', renderBootScript('nft', [v4.ipv4, v4.ipv6])], { env: { PATH: `${dir}:/usr/bin` }, encoding: 'utf8' });
+    return { status: r.status, payloads: existsSync(join(dir, 'payloads')) ? readFileSync(join(dir, 'payloads'), 'utf8') : '' };
+  }
+
+  test('on a fresh host it declares each chain, fills it and inserts its jump, one restore per chain', () => {
+    const r = runWith({ nat: '*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n', filter: '*filter\n:FORWARD DROP [0:0]\nCOMMIT\n' });
+    assert.equal(r.status, 0);
+    const [nat, fwd] = v4.ipv4.chains as [NonNullable<(typeof v4.ipv4.chains)[0]>, NonNullable<(typeof v4.ipv4.chains)[0]>];
+    assert.equal(
+      r.payloads,
+      [
+        '# restore --noflush -w 5',
+        '*nat',
+        ':IMDS-GUARD - [0:0]',
+        ...ruleLines(nat),
+        jumpLine(nat).replace('-A PREROUTING ', '-I PREROUTING 1 '),
+        'COMMIT',
+        '# restore --noflush -w 5',
+        '*filter',
+        ':IMDS-GUARD-FWD - [0:0]',
+        ...ruleLines(fwd),
+        jumpLine(fwd).replace('-A FORWARD ', '-I FORWARD 1 '),
+        'COMMIT',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  test('run again, it deletes every existing jump to the chain by its text before inserting one: never two jumps', () => {
+    const nat = ['*nat', ':PREROUTING ACCEPT [0:0]', ':IMDS-GUARD - [0:0]', natJump, '-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER', natJump, '-A PREROUTING -j IMDS-GUARD-FWD-LOOKALIKE', 'COMMIT', ''].join('\n');
+    const r = runWith({ nat, filter: '*filter\n:FORWARD DROP [0:0]\nCOMMIT\n' });
+    assert.equal(r.status, 0);
+    const natPayload = r.payloads.split('# restore')[1]!;
+    assert.equal(natPayload.split('\n').filter((l) => l.startsWith('-D ')).length, 2);
+    assert.ok(natPayload.includes(`\n${natJump.replace('-A ', '-D ')}\n`));
+    assert.doesNotMatch(natPayload, /LOOKALIKE|DOCKER/, "a rule that is not our jump is never named");
+  });
+
+  test('a save that fails makes the script exit non-zero and restore nothing for that chain', () => {
+    writeFileSync(join(dir, 'save.filter'), '');
+    rmSync(join(dir, 'save.nat'), { force: true });
+    const r = runWith({ filter: '*filter\n:FORWARD DROP [0:0]\nCOMMIT\n' });
+    assert.equal(r.status, 1);
+    assert.doesNotMatch(r.payloads, /\*nat/);
+    assert.match(r.payloads, /\*filter/, 'the other chain is still restored');
   });
 });
 
 describe('inspectBootScript', () => {
-  const expected = renderBootScript('nft', families);
-  const otherConfig = renderBootScript('nft', [desiredFamily(config, 'ipv4', ['docker0'])]);
+  const expected = renderBootScript('nft', [HOSTNET.ipv4, HOSTNET.ipv6], PARENT);
+  const otherConfig = renderBootScript('nft', [PLAIN.ipv4, PLAIN.ipv6]);
   const cases: readonly [string, { content: string; mode: number } | null, string][] = [
     ['the file as rendered, mode 755, is ok', { content: expected, mode: 0o755 }, 'ok'],
     ['no file is missing', null, 'missing'],
-    ['an intact script written for another configuration is stale', { content: otherConfig, mode: 0o755 }, 'stale'],
+    ['an intact script written for another configuration (no host-network parent) is stale', { content: otherConfig, mode: 0o755 }, 'stale'],
     ['a rule line changed by hand is edited', { content: expected.replace('--to-ports 1\n', '--to-ports 2\n'), mode: 0o755 }, 'edited'],
+    ['the mkdir of the parent removed by hand is edited', { content: expected.replace(/^if \[ -n "\$cg_root" \].*\n/m, ''), mode: 0o755 }, 'edited'],
+    ['a line added at the end is edited', { content: `${expected}curl http://169.254.169.254/\n`, mode: 0o755 }, 'edited'],
     ['a script without our digest line is edited', { content: expected.replace(/^# imds-guard-digest.*\n/m, ''), mode: 0o755 }, 'edited'],
     ['the right content without execute bits is not-executable', { content: expected, mode: 0o644 }, 'not-executable'],
+    ['the right content executable by its owner only is not-executable', { content: expected, mode: 0o744 }, 'not-executable'],
   ];
-  for (const [behaviour, file, state] of cases) {
-    test(behaviour, () => assert.equal(inspectBootScript(file, expected), state));
-  }
+  for (const [behaviour, file, state] of cases) test(behaviour, () => assert.equal(inspectBootScript(file, expected), state));
+
+  test('the digest covers everything after its line', () => {
+    const [, rest] = expected.split(`${DIGEST_MARK}`) as [string, string];
+    assert.match(rest, /^[0-9a-f]{64}\nset -u\n/);
+  });
 
   test('isOurBootScript tells our script from a hand-made one at the same path', () => {
     assert.equal(isOurBootScript(expected), true);

@@ -10,7 +10,8 @@ const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
 function gatedDocker() {
   const calls: { resolve(unsubscribe: () => void): void; reject(e: Error): void }[] = [];
   const docker: DockerPort = {
-    listBridges: () => Promise.reject(new Error('not used')),
+    facts: () => Promise.reject(new Error('not used')),
+    containerPid: () => Promise.reject(new Error('not used')),
     watchNetworks: () => new Promise((resolve, reject) => calls.push({ resolve, reject })),
   };
   return { docker, calls };

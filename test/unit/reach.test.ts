@@ -1,12 +1,18 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { Endpoint } from '../../src/core/endpoint.js';
-import { canIntercept, cidrContains, patternsOverlap } from '../../src/core/reach.js';
-import { parseRuleArgs, splitArgs } from '../../src/core/rule.js';
+import { type ReachScope, canIntercept, cidrContains } from '../../src/core/reach.js';
+import { type Rule, parseRuleArgs, splitArgs } from '../../src/core/rule.js';
 
 const V4: Endpoint = { family: 'ipv4', address: '169.254.169.254', port: 80 };
 const V6: Endpoint = { family: 'ipv6', address: 'fd00:ec2::254', port: 80 };
-const DEFAULT_INTERFACES = ['docker0', 'docker_gwbridge', 'br-+'];
+const rule = (chain: string, line: string): Rule => parseRuleArgs(chain, splitArgs(line));
+
+/** A table's user chains, as compareChain hands them to canIntercept. */
+const scopeOf = (allowed: readonly string[], chains: Record<string, readonly string[]> = {}): ReachScope => ({
+  allowed,
+  chain: (name) => chains[name]?.map((l) => rule(name, l)),
+});
 
 describe('canIntercept: can a PREROUTING rule above our jump take a new connection to the endpoint away?', () => {
   const cases: readonly [string, string, boolean, Endpoint?, (readonly string[])?][] = [
@@ -33,14 +39,13 @@ describe('canIntercept: can a PREROUTING rule above our jump take a new connecti
     ['a multiport list with a range holding 80', '-p tcp -m multiport --dports 22,79:81 -j ACCEPT', true],
     ['a negated multiport list holding 80', '-p tcp -m multiport ! --dports 80,443 -j ACCEPT', false],
     ['a port given by service name (unknown: assumed to match)', '-p tcp -m tcp --dport http -j ACCEPT', true],
-    ['another interface', '-i eth0 -j ACCEPT', false],
-    ['a covered interface', '-i docker0 -j ACCEPT', true],
-    ['a bridge matched by our br-+ wildcard', '-i br-0123456789ab -j ACCEPT', true],
-    ['a wildcard overlapping docker0', '-i docker+ -j ACCEPT', true],
-    ['a wildcard overlapping nothing we cover', '-i veth+ -j ACCEPT', false],
-    ['every interface but eth0', '! -i eth0 -j ACCEPT', true],
-    ['every interface but docker0, while br-+ is covered', '! -i docker0 -j ACCEPT', true],
-    ['every interface but docker0, when only docker0 is covered', '! -i docker0 -j ACCEPT', false, V4, ['docker0']],
+    // Every interface is protected now; only an allowed one (a literal name) is let through.
+    ['an interface nothing allows', '-i eth0 -j ACCEPT', true],
+    ['an allowed interface', '-i eth0 -j ACCEPT', false, V4, ['eth0']],
+    ['an interface other than the allowed one', '-i eth1 -j ACCEPT', true, V4, ['eth0']],
+    ['a wildcard that covers an allowed interface (it covers others too)', '-i eth+ -j ACCEPT', true, V4, ['eth0']],
+    ['every interface but the allowed one', '! -i eth0 -j ACCEPT', true, V4, ['eth0']],
+    ['a custom-named bridge', '-i bang!x -j ACCEPT', true],
     ["Docker's addrtype LOCAL jump", '-m addrtype --dst-type LOCAL -j DOCKER', false],
     ["Swarm's addrtype LOCAL jump", '-m addrtype --dst-type LOCAL -j DOCKER-INGRESS', false],
     ['a jump for everything not LOCAL', '-m addrtype ! --dst-type LOCAL -j SOMEWHERE', true],
@@ -53,29 +58,31 @@ describe('canIntercept: can a PREROUTING rule above our jump take a new connecti
     ['an IPv6 ACCEPT of fe80::/10 for the IPv6 endpoint', '-d fe80::/10 -j ACCEPT', false, V6],
     ['an IPv4 range for the IPv6 endpoint', '-d 169.254.0.0/16 -j ACCEPT', false, V6],
   ];
-  for (const [what, line, expected, endpoint = V4, interfaces = DEFAULT_INTERFACES] of cases) {
+  for (const [what, line, expected, endpoint = V4, allowed = []] of cases) {
     test(`${what}: ${expected ? 'can' : 'cannot'}`, () => {
-      assert.equal(canIntercept(parseRuleArgs('PREROUTING', splitArgs(line)), endpoint, interfaces), expected);
+      assert.equal(canIntercept(rule('PREROUTING', line), endpoint, scopeOf(allowed)), expected);
     });
   }
 });
 
-describe('patternsOverlap', () => {
-  const cases: readonly [string, string, boolean][] = [
-    ['br-+', 'br-0123456789ab', true],
-    ['br-0123456789ab', 'br-+', true],
-    ['br-+', 'docker0', false],
-    ['d+', 'docker+', true],
-    ['docker+', 'd+', true],
-    ['docker+', 'br-+', false],
-    ['+', 'eth0', true],
-    ['eth+', 'eth', true],
-    ['eth0', 'eth0', true],
-    ['eth0', 'eth1', false],
+describe('canIntercept follows jumps into user chains of the same table', () => {
+  const cases: readonly [string, Record<string, readonly string[]>, string, boolean][] = [
+    ["Docker's DOCKER-USER holding only RETURN", { 'DOCKER-USER': ['-j RETURN'] }, '-j DOCKER-USER', false],
+    ['a DOCKER-USER with an ACCEPT for the endpoint', { 'DOCKER-USER': ['-d 169.254.169.254/32 -j ACCEPT', '-j RETURN'] }, '-j DOCKER-USER', true],
+    ['a DOCKER-USER with an ACCEPT for another range only', { 'DOCKER-USER': ['-d 10.0.0.0/8 -j ACCEPT', '-j RETURN'] }, '-j DOCKER-USER', false],
+    ['a DOCKER-USER whose DROP only blocks', { 'DOCKER-USER': ['-d 169.254.169.254/32 -j DROP'] }, '-j DOCKER-USER', false],
+    ['a chain that jumps on to a chain with an ACCEPT', { A: ['-j B'], B: ['-j ACCEPT'] }, '-j A', true],
+    ['a chain that jumps to itself (followed only so deep, then assumed to take the traffic)', { LOOP: ['-j LOOP'] }, '-j LOOP', true],
+    ['an empty user chain', { EMPTY: [] }, '-j EMPTY', false],
+    ['a jump to a chain the table does not hold (unknown: assumed to take the traffic)', {}, '-j ELSEWHERE', true],
   ];
-  for (const [a, b, expected] of cases) {
-    test(`${a} and ${b}: ${expected}`, () => assert.equal(patternsOverlap(a, b), expected));
+  for (const [what, chains, line, expected] of cases) {
+    test(`${what}: ${expected ? 'can' : 'cannot'}`, () => assert.equal(canIntercept(rule('FORWARD', line), V4, scopeOf([], chains)), expected));
   }
+
+  test('a RETURN in a built-in chain ends it (its policy applies), so it takes the traffic before our jump', () => {
+    assert.equal(canIntercept(rule('PREROUTING', '-d 169.254.169.254/32 -j RETURN'), V4, scopeOf([])), true);
+  });
 });
 
 describe('cidrContains', () => {

@@ -3,148 +3,212 @@ import { describe, test } from 'node:test';
 import type { Logger } from 'pino';
 import type { Ports } from '../../src/app/ports.js';
 import { reconcile } from '../../src/app/reconcile.js';
-import { type Config, resolveConfig } from '../../src/core/config.js';
-import type { Backend, Family } from '../../src/core/family.js';
+import { type CgroupPath, readCgroupPath } from '../../src/core/cgroup.js';
+import type { Config } from '../../src/core/config.js';
+import type { DesiredFamily } from '../../src/core/desired.js';
+import type { DockerContainer } from '../../src/core/docker-facts.js';
+import type { Family } from '../../src/core/family.js';
 import { CommandError } from '../../src/errors.js';
-import type { ConntrackPort } from '../../src/shell/conntrack.js';
-import type { FilesPort } from '../../src/shell/files.js';
-import type { IpsetPort } from '../../src/shell/ipset.js';
-import type { IptablesPort } from '../../src/shell/iptables.js';
+import type { CgroupPort } from '../../src/shell/cgroups.js';
+import type { DockerPort } from '../../src/shell/docker.js';
+import { config, desiredOf, protectedLines, section } from './support.js';
 
-const EMPTY_SAVE = '*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n';
+const EMPTY_SAVE = section('nat', []) + section('filter', []) + section('raw', []);
+/** What iptables-save prints for a family imds-guard has protected as `want` says. */
+const protectedText = (want: DesiredFamily): string => section('nat', protectedLines(want, 'nat')) + section('filter', protectedLines(want, 'filter')) + section('raw', []);
 
 /** What the fakes saw, in order. */
 interface Recorder {
   readonly calls: string[];
+  readonly payloads: string[];
   readonly warnings: string[];
 }
 
+interface FakeHost {
+  /** iptables-save per family (nft); a function is called at each save, an Error is thrown. */
+  saves: Record<Family, string | Error | (() => string)>;
+  onRestore?: (n: number, family: Family, table: string) => void;
+  docker?: { containers: DockerContainer[]; driver: string | null };
+  /** cgroup path -> inode; ensureDir adds one. */
+  cgroups?: Map<string, number>;
+}
+
 /**
- * A recording IptablesPort over an empty nft nat table (legacy not loaded). `onRestore`
- * decides what each restore does: return to accept it, throw to reject it.
+ * Recording fakes of every port over one host: the nft backend (legacy not loaded), both
+ * families present, no boot script directory, no OpenRC. Nothing here touches the machine.
  */
-function fakePorts(onRestore: (n: number, family: Family, backend: Backend) => void): { ports: Ports; rec: Recorder } {
-  const rec: Recorder = { calls: [], warnings: [] };
+function fakePorts(host: FakeHost): { ports: Ports; rec: Recorder } {
+  const rec: Recorder = { calls: [], payloads: [], warnings: [] };
   let restores = 0;
-  const iptables: IptablesPort = {
-    async save(family, backend) {
-      rec.calls.push(`save ${family} ${backend}`);
-      return EMPTY_SAVE;
+  const cgroups = host.cgroups ?? new Map<string, number>();
+  const cg: CgroupPort = {
+    v2Root: async () => '/sys/fs/cgroup/unified',
+    inode: async (path) => cgroups.get(path) ?? null,
+    ensureDir: async (path) => {
+      rec.calls.push(`mkdir ${path}`);
+      cgroups.set(path, 272);
+      return true;
     },
-    async restore(family, backend) {
-      rec.calls.push(`restore ${family} ${backend}`);
-      onRestore(++restores, family, backend);
-    },
-    async legacyNatLoaded() {
-      return false;
-    },
+    cgroupOfPid: async (pid) => readCgroupPath(`/docker/${String(pid).padStart(64, '0')}`),
+    hasCgroupMatch: async () => ({ available: true, why: 'test' }),
   };
-  const files: FilesPort = {
-    read: async () => null,
-    exists: async () => false,
-    writeAtomic: async (path) => void rec.calls.push(`write ${path}`),
-    remove: async (path) => void rec.calls.push(`remove ${path}`),
-    ensureSymlink: async (_target, link) => void rec.calls.push(`link ${link}`),
-  };
-  const conntrack: ConntrackPort = {
-    flush: async (e) => {
-      rec.calls.push(`conntrack ${e.address}`);
-      return { deleted: 0 };
+  const docker: DockerPort | null =
+    host.docker === undefined
+      ? null
+      : {
+          facts: async () => ({ networks: [], containers: host.docker!.containers, cgroupDriver: host.docker!.driver, cgroupVersion: '2' }),
+          containerPid: async (id) => host.docker!.containers.find((c) => c.id === id)?.pid ?? 0,
+          watchNetworks: async () => () => {},
+        };
+  const ports: Ports = {
+    iptables: {
+      // The cheap read is exercised against real iptables (integration): here, nothing to list.
+      listChains: async (_f, _b, _t, chains) => chains.map(() => null),
+      async save(family, backend) {
+        rec.calls.push(`save ${family} ${backend}`);
+        const s = host.saves[family];
+        if (s instanceof Error) throw s;
+        return typeof s === 'function' ? s() : s;
+      },
+      async restore(family, backend, payload) {
+        const table = payload.split('\n')[0]!.slice(1);
+        rec.calls.push(`restore ${family} ${backend} ${table}`);
+        rec.payloads.push(payload);
+        host.onRestore?.(++restores, family, table);
+      },
+      legacyLoaded: async () => false,
+      familyPresent: async () => true,
     },
+    files: {
+      read: async () => null,
+      exists: async () => false,
+      writeAtomic: async (path) => void rec.calls.push(`write ${path}`),
+      remove: async (path) => void rec.calls.push(`remove ${path}`),
+      ensureSymlink: async (_target, link) => void rec.calls.push(`link ${link}`),
+    },
+    cgroups: cg,
+    capabilities: { cgroupMatch: async (family, backend) => cg.hasCgroupMatch(family, backend) },
+    conntrack: {
+      flush: async (e) => {
+        rec.calls.push(`conntrack ${e.address}`);
+        return { deleted: 0 };
+      },
+    },
+    docker,
+    log: { info() {}, debug() {}, error() {}, warn: (_o: unknown, msg: string) => void rec.warnings.push(msg) } as unknown as Logger,
   };
-  const log = { info() {}, debug() {}, error() {}, warn: (_o: unknown, msg: string) => void rec.warnings.push(msg) } as unknown as Logger;
-  const ipset: IpsetPort = { save: async () => ({ available: false, why: 'test' }), restore: async () => {}, destroy: async () => false };
-  return { ports: { iptables, ipset, files, conntrack, docker: null, log }, rec };
+  return { ports, rec };
 }
 
 /** The calls with each run of saves shown as one "observe": the order of saves inside a pass is not behaviour. */
 const trace = (calls: readonly string[]): string[] => calls.map((c) => (c.startsWith('save ') ? 'observe' : c)).filter((c, i, all) => c !== 'observe' || all[i - 1] !== 'observe');
 
-const config: Config = resolveConfig([{ source: 'test', values: { backend: 'nft', bootScript: 'always', bootScriptDir: '/tmp/igt-never-written', docker: false } }]);
-const rejected = () => {
+const C: Config = config({ backend: 'nft', bootScript: 'always', bootScriptDir: '/tmp/igt-never-written', docker: false });
+const WANT = desiredOf(C);
+const rejected = (): never => {
   throw new CommandError('iptables-nft-restore rejected the transaction, nothing was applied: line 3 failed', 'restore-failed', 'iptables-nft-restore');
 };
+const FRESH_PASS = ['restore ipv4 nft nat', 'restore ipv4 nft filter', 'restore ipv6 nft nat', 'restore ipv6 nft filter', 'conntrack 169.254.169.254', 'conntrack fd00:ec2::254', 'write /tmp/igt-never-written/imds-guard.start'];
 
-describe('reconcile with a fake iptables', () => {
-  test('a transaction rejected every time is tried 3 times, each after a fresh save, then thrown as restore-failed (exit 3); nothing else is written', async () => {
-    const { ports, rec } = fakePorts(rejected);
-    await assert.rejects(reconcile(config, ports), (e: unknown) => {
-      assert.ok(e instanceof CommandError);
-      assert.equal(e.code, 'restore-failed');
-      assert.equal(e.exitCode, 3);
-      return true;
-    });
-    assert.deepEqual(trace(rec.calls), ['observe', 'restore ipv4 nft', 'observe', 'restore ipv4 nft', 'observe', 'restore ipv4 nft']);
-    assert.deepEqual(rec.warnings, ['the nat table changed under the transaction; observing again', 'the nat table changed under the transaction; observing again']);
+describe('reconcile with recording fake ports', () => {
+  test('a converged host: one observation, no restore, nothing cut and nothing written', async () => {
+    const { ports, rec } = fakePorts({ saves: { ipv4: protectedText(WANT.ipv4), ipv6: protectedText(WANT.ipv6) } });
+    const r = await reconcile({ ...C, bootScript: 'never' }, ports);
+    assert.equal(r.converged, true);
+    assert.equal(r.restores, 0);
+    assert.equal(r.repaired, false);
+    assert.deepEqual(trace(rec.calls), ['observe']);
   });
 
-  test('a transaction rejected once (the table changed under it) succeeds on the next pass, then the connections are cut and the boot script written', async () => {
-    const { ports, rec } = fakePorts((n) => {
-      if (n === 1) rejected();
-    });
-    const r = await reconcile(config, ports);
+  test('a fresh host: one transaction per table and family, then the connections cut, then the boot script', async () => {
+    const { ports, rec } = fakePorts({ saves: { ipv4: EMPTY_SAVE, ipv6: EMPTY_SAVE } });
+    const r = await reconcile(C, ports);
     assert.equal(r.repaired, true);
-    assert.equal(r.restores, 2);
-    assert.deepEqual(trace(rec.calls), [
-      'observe', 'restore ipv4 nft',
-      'observe', 'restore ipv4 nft', 'restore ipv6 nft',
-      'conntrack 169.254.169.254', 'conntrack fd00:ec2::254',
-      'write /tmp/igt-never-written/imds-guard.start',
-    ]);
+    assert.equal(r.restores, 4);
+    assert.deepEqual(trace(rec.calls), ['observe', ...FRESH_PASS]);
+    assert.ok(r.findings.some((f) => f.kind === 'jump-missing' && f.status === 'fail'), 'the findings are what was wrong before the repair');
+    assert.equal(r.findings[0]!.kind, 'endpoints');
+    assert.equal(r.findings[0]!.message, 'hiding 169.254.169.254:80, [fd00:ec2::254]:80 (the default endpoints: cloud: auto, but DMI was not read; using the default endpoints)');
+  });
+
+  test('a transaction rejected once (the table changed under it) is retried after a fresh observation, and the pass completes', async () => {
+    const { ports, rec } = fakePorts({ saves: { ipv4: EMPTY_SAVE, ipv6: EMPTY_SAVE }, onRestore: (n) => (n === 1 ? rejected() : undefined) });
+    const r = await reconcile(C, ports);
+    assert.equal(r.repaired, true);
+    assert.deepEqual(trace(rec.calls), ['observe', 'restore ipv4 nft nat', 'observe', ...FRESH_PASS]);
+    assert.deepEqual(rec.warnings, ['a table changed under the transaction; observing again']);
+  });
+
+  test('a transaction rejected every time is tried 3 times, each after a fresh observation, then thrown as restore-failed (exit 3); nothing else is done', async () => {
+    const { ports, rec } = fakePorts({ saves: { ipv4: EMPTY_SAVE, ipv6: EMPTY_SAVE }, onRestore: rejected });
+    await assert.rejects(reconcile(C, ports), (e: unknown) => e instanceof CommandError && e.code === 'restore-failed' && e.exitCode === 3);
+    assert.deepEqual(trace(rec.calls), ['observe', 'restore ipv4 nft nat', 'observe', 'restore ipv4 nft nat', 'observe', 'restore ipv4 nft nat']);
+    assert.equal(rec.warnings.length, 2);
   });
 
   test('a held xtables lock is not retried: it is thrown at once as lock-held', async () => {
-    const { ports, rec } = fakePorts(() => {
-      throw new CommandError('iptables-legacy-restore: the xtables lock was held by another process for 1s; nothing was applied', 'lock-held', 'iptables-legacy-restore');
+    const { ports, rec } = fakePorts({
+      saves: { ipv4: EMPTY_SAVE, ipv6: EMPTY_SAVE },
+      onRestore: () => {
+        throw new CommandError('iptables-nft-restore: the xtables lock was held by another process for 5s; nothing was applied', 'lock-held', 'iptables-nft-restore');
+      },
     });
-    await assert.rejects(reconcile(config, ports), (e: unknown) => e instanceof CommandError && e.code === 'lock-held' && e.exitCode === 3);
+    await assert.rejects(reconcile(C, ports), (e: unknown) => e instanceof CommandError && e.code === 'lock-held');
     assert.equal(rec.calls.filter((c) => c.startsWith('restore')).length, 1);
   });
 
-  test('report mode observes and plans but never restores or writes', async () => {
-    const { ports, rec } = fakePorts(() => assert.fail('no restore in report mode'));
-    const r = await reconcile({ ...config, mode: 'report' }, ports);
+  test('report mode observes and plans but never restores, cuts, writes or creates a cgroup', async () => {
+    const host = { containers: [{ id: 'a'.repeat(64), name: 'node-exporter', pid: 7, networkMode: 'host', labels: {}, networks: [] }], driver: 'cgroupfs' };
+    const { ports, rec } = fakePorts({ saves: { ipv4: EMPTY_SAVE, ipv6: EMPTY_SAVE }, docker: host });
+    const r = await reconcile({ ...C, docker: true, mode: 'report' }, ports);
     assert.equal(r.repaired, false);
+    assert.equal(r.restores, 0);
     assert.deepEqual(trace(rec.calls), ['observe']);
-    assert.ok(r.findings.some((f) => f.kind === 'jump-missing' && f.status === 'fail'));
+    assert.ok(r.findings.some((f) => f.kind === 'chain-missing' && f.status === 'fail'));
+  });
+
+  test('an unreadable IPv6 table is a FAIL for IPv6, and IPv4 is still repaired', async () => {
+    const { ports, rec } = fakePorts({ saves: { ipv4: EMPTY_SAVE, ipv6: new CommandError('ip6tables-nft-save failed (exit 1): x', 'command-failed', 'ip6tables-nft-save') } });
+    const r = await reconcile({ ...C, bootScript: 'never' }, ports);
+    assert.deepEqual(rec.calls.filter((c) => c.startsWith('restore')), ['restore ipv4 nft nat', 'restore ipv4 nft filter']);
+    const f = r.findings.find((x) => x.kind === 'table-unreadable');
+    assert.deepEqual([f?.status, f?.family, f?.evidence], ['fail', 'ipv6', ['ip6tables-nft-save failed (exit 1): x']]);
+    assert.deepEqual(rec.calls.filter((c) => c.startsWith('conntrack')), ['conntrack 169.254.169.254'], 'only the protected family has its connections cut');
   });
 });
 
-describe('reconcile when the set form is refused', () => {
-  function setPorts(reject: (payload: string) => void): { ports: Ports; rec: Recorder; payloads: string[] } {
-    const rec: Recorder = { calls: [], warnings: [] };
-    const payloads: string[] = [];
-    const iptables: IptablesPort = {
-      save: async () => EMPTY_SAVE,
-      async restore(family, _backend, payload) {
-        payloads.push(payload);
-        rec.calls.push(`restore ${family}`);
-        reject(payload);
-      },
-      legacyNatLoaded: async () => false,
-    };
-    const ipset: IpsetPort = { save: async () => ({ available: true, text: null }), restore: async () => void rec.calls.push('ipset restore'), destroy: async () => false };
-    const docker = { listBridges: async () => ({ bridges: [{ id: 'x', name: 'mynet', iface: 'mynet0' }], rejected: [] }), watchNetworks: async () => () => {} };
-    const log = { info() {}, debug() {}, error() {}, warn: (_o: unknown, msg: string) => void rec.warnings.push(msg) } as unknown as Logger;
-    return { ports: { ...fakePorts(() => {}).ports, iptables, ipset, docker, log }, rec, payloads };
-  }
+describe('reconcile and host-network containers', () => {
+  const HOST_CONTAINER: DockerContainer = { id: 'a'.repeat(64), name: 'node-exporter', pid: 7, networkMode: 'host', labels: {}, networks: [] };
 
-  test('a set-form transaction that fails for another reason (the table changed under it) is retried as it is, never given up', async () => {
-    const { ports, rec } = setPorts(rejected);
-    await assert.rejects(reconcile({ ...config, docker: true, bootScript: 'never' }, ports), (e: unknown) => e instanceof CommandError && e.code === 'restore-failed');
-    assert.deepEqual(rec.warnings, ['the nat table changed under the transaction; observing again', 'the nat table changed under the transaction; observing again']);
+  test('with the cgroupfs driver the parent /docker is made first, and the OUTPUT chain rejects under it, recording its inode', async () => {
+    const { ports, rec } = fakePorts({ saves: { ipv4: EMPTY_SAVE, ipv6: EMPTY_SAVE }, docker: { containers: [HOST_CONTAINER], driver: 'cgroupfs' } });
+    const r = await reconcile({ ...C, docker: true, bootScript: 'never' }, ports);
+    assert.ok(rec.calls.indexOf('mkdir /docker') < rec.calls.findIndex((c) => c.startsWith('restore')), 'the cgroup exists before a rule names it');
+    const filter = rec.payloads.find((p) => p.startsWith('*filter') && p.includes('IMDS-GUARD-OUT'))!;
+    assert.match(filter, /^-A IMDS-GUARD-OUT -d 169\.254\.169\.254\/32 -p tcp -m tcp --dport 80 -m cgroup --path \/docker -m comment --comment "imds-guard:[0-9a-f]{12} cgino=272" -j REJECT --reject-with tcp-reset$/m);
+    assert.match(filter, /^-I OUTPUT 1 -m comment --comment "imds-guard: metadata endpoint protection" -j IMDS-GUARD-OUT$/m);
+    const f = r.findings.find((x) => x.kind === 'host-container')!;
+    assert.equal(f.container, 'node-exporter');
+    assert.match(f.message, /covered by the parent rule/);
   });
 
-  test('a kernel that refuses the set rule every time gets rules of its own for the custom bridge on the last attempt; nothing is left unprotected', async () => {
-    const { ports, rec, payloads } = setPorts((payload) => {
-      if (payload.includes('--match-set')) throw new CommandError("iptables-nft-restore rejected the transaction, nothing was applied: Couldn't load match `set'", 'restore-failed', 'iptables-nft-restore');
-    });
-    const r = await reconcile({ ...config, docker: true, bootScript: 'never' }, ports);
-    assert.equal(r.repaired, true);
-    assert.equal(r.setRefused, true, 'the agent is told, so it stops asking');
-    assert.deepEqual(rec.warnings, ['the nat table changed under the transaction; observing again', 'the set form was refused twice; covering custom-named bridges with rules of their own in this pass']);
-    const last = payloads.filter((p) => p.includes('mynet0') || p.includes('--match-set')).at(-1)!;
-    assert.match(last, / -i mynet0 /);
-    assert.doesNotMatch(last, /--match-set/);
+  test('host-network protection switched off: no cgroup is read or made, and no OUTPUT chain is wanted', async () => {
+    const { ports, rec } = fakePorts({ saves: { ipv4: EMPTY_SAVE, ipv6: EMPTY_SAVE }, docker: { containers: [HOST_CONTAINER], driver: 'cgroupfs' } });
+    const r = await reconcile({ ...C, docker: true, hostNetwork: false, bootScript: 'never' }, ports);
+    assert.equal(r.hostNet, null);
+    assert.ok(!rec.calls.some((c) => c.startsWith('mkdir')));
+    assert.ok(rec.payloads.every((p) => !p.includes('IMDS-GUARD-OUT')));
+  });
+
+  test('with the systemd driver and no parent configured, no parent is made; a container in its own scope gets a rule of its own', async () => {
+    const id = 'b'.repeat(64);
+    const scope = `/system.slice/docker-${id}.scope` as CgroupPath;
+    const { ports, rec } = fakePorts({ saves: { ipv4: EMPTY_SAVE, ipv6: EMPTY_SAVE }, docker: { containers: [{ ...HOST_CONTAINER, id }], driver: 'systemd' }, cgroups: new Map([[scope, 900]]) });
+    ports.cgroups.cgroupOfPid = async () => readCgroupPath(scope);
+    const r = await reconcile({ ...C, docker: true, bootScript: 'never' }, ports);
+    assert.ok(!rec.calls.some((c) => c.startsWith('mkdir')));
+    const filter = rec.payloads.find((p) => p.includes('IMDS-GUARD-OUT'))!;
+    assert.match(filter, new RegExp(`-m cgroup --path ${scope.replaceAll('.', '\\.')} -m comment --comment "imds-guard:[0-9a-f]{12} cgino=900"`));
+    assert.match(r.findings.find((x) => x.kind === 'host-container')!.message, /covered by a rule of its own/);
   });
 });
