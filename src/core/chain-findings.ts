@@ -61,7 +61,8 @@ export function chainFindings(diff: ChainDiff, where: Where, table: SavedTable):
     const id = desired.chain === FORWARD_CHAIN ? CHECK.backstop : CHECK.protection;
     out.push({ ...at, id, kind, status: ok ? 'pass' : 'fail', severity: ok ? 'info' : 'critical', message, ...about(r), evidence: present === undefined ? [] : [savedLine(present)], ...(ok ? {} : apply) });
   }
-  for (const r of desired.rules.filter((x) => x.purpose === 'allow' && diff.matched.has(x.id) && x.interface !== undefined)) {
+  // Said once, for the nat chain: FORWARD holds the same exception.
+  for (const r of desired.rules.filter((x) => x.purpose === 'allow' && desired.chain === NAT_CHAIN && diff.matched.has(x.id) && x.interface !== undefined)) {
     out.push({ ...at, id: CHECK.protection, kind: 'protected', status: 'info', severity: 'info', message: `interface ${r.interface ?? ''} is allowed by configuration: its traffic keeps access`, interface: r.interface ?? '', evidence: [savedLine(diff.matched.get(r.id)!)] });
   }
   return out;

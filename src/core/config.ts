@@ -239,6 +239,9 @@ export const ENV_KEYS: Readonly<Record<string, { key: string; kind: 'string' | '
   IMDS_GUARD_MODE: { key: 'mode', kind: 'string' },
   IMDS_GUARD_BACKEND: { key: 'backend', kind: 'string' },
   IMDS_GUARD_ALLOW: { key: 'allow', kind: 'list' },
+  // Read only to be refused with what replaced them (REMOVED_KEYS).
+  IMDS_GUARD_INTERFACES: { key: 'interfaces', kind: 'list' },
+  IMDS_GUARD_IPSET: { key: 'ipset', kind: 'string' },
   IMDS_GUARD_CLOUD: { key: 'cloud', kind: 'string' },
   IMDS_GUARD_NOT_COVERABLE: { key: 'notCoverable', kind: 'string' },
   IMDS_GUARD_HOST_NETWORK: { key: 'hostNetwork', kind: 'boolean' },

@@ -53,8 +53,6 @@ export interface DesiredFamily {
 }
 
 export const jumpArgs = (chain: OwnedChainName): readonly string[] => ['-m', 'comment', '--comment', JUMP_COMMENT, '-j', chain];
-/** @deprecated the nat jump; use jumpArgs(NAT_CHAIN). */
-export const JUMP_ARGS = jumpArgs(NAT_CHAIN);
 
 /**
  * The protection of one family, whatever the host's interfaces are called:

@@ -10,8 +10,6 @@ export const FORWARD_CHAIN = 'IMDS-GUARD-FWD';
 /** filter OUTPUT: host-network containers, told from the host's own processes by cgroup. */
 export const OUTPUT_CHAIN = 'IMDS-GUARD-OUT';
 export const OWNED_CHAINS: readonly OwnedChainName[] = [NAT_CHAIN, FORWARD_CHAIN, OUTPUT_CHAIN];
-/** @deprecated name kept for the nat chain; use NAT_CHAIN. */
-export const CHAIN = NAT_CHAIN;
 export const JUMP_COMMENT = 'imds-guard: metadata endpoint protection';
 /** Each rule's comment carries a short id of its content, like Calico's rule hashes. */
 export const RULE_COMMENT_PREFIX = 'imds-guard:';
@@ -40,12 +38,4 @@ export function interfaceNameProblem(name: string): string | null {
   return null;
 }
 
-export function isInterfaceName(name: string): boolean {
-  return interfaceNameProblem(name) === null;
-}
 
-/** Whether iptables' `-i pattern` (with its trailing-'+' wildcard) matches interface `name`. */
-export function interfacePatternMatches(pattern: string, name: string): boolean {
-  if (pattern.endsWith('+')) return name.startsWith(pattern.slice(0, -1));
-  return pattern === name;
-}

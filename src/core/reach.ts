@@ -90,15 +90,6 @@ export function matchesEndpoint(rule: Rule, endpoint: Endpoint, allowed: readonl
   return true;
 }
 
-/** Whether some interface name could match both iptables patterns. */
-export function patternsOverlap(a: string, b: string): boolean {
-  const pa = a.endsWith('+') ? a.slice(0, -1) : null;
-  const pb = b.endsWith('+') ? b.slice(0, -1) : null;
-  if (pa !== null && pb !== null) return pa.startsWith(pb) || pb.startsWith(pa);
-  if (pa !== null) return b.startsWith(pa);
-  if (pb !== null) return a.startsWith(pb);
-  return a === b;
-}
 
 function portListContains(spec: string, port: number): boolean | null {
   const parts = spec.split(',');

@@ -1,5 +1,4 @@
 import type { ChainDiff } from './chain-compare.js';
-import type { DesiredChain } from './desired.js';
 import { OWNED_CHAINS, type OwnedChainName } from './names.js';
 import { joinArgs, ruleTarget } from './rule.js';
 import { type SavedTable, type TableName, chainRules, chainsJumpingTo, hasChain } from './saved-table.js';
@@ -67,14 +66,4 @@ function removalLines(saved: SavedTable, chains: readonly OwnedChainName[]): str
   const chainsHere = present.filter((x) => hasChain(saved, x));
   lines.push(...chainsHere.map((c) => `:${c} - [0:0]`), ...chainsHere.map((c) => `-X ${c}`));
   return lines;
-}
-
-/** Whether the table holds anything of ours (a chain or a jump to one). */
-export function holdsOurs(saved: SavedTable): boolean {
-  return renderRemoval(saved) !== null;
-}
-
-/** The desired chains of one table. */
-export function chainsOfTable(chains: readonly DesiredChain[], table: TableName): DesiredChain[] {
-  return chains.filter((c) => c.table === table);
 }
