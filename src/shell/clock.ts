@@ -13,7 +13,7 @@ export interface Clock {
 export const realClock: Clock = {
   now: () => performance.now(),
   after(ms, fn) {
-    const t = setTimeout(fn, Math.max(0, ms));
+    const t = setTimeout(fn, Math.max(0, Math.ceil(ms)));
     return { cancel: () => clearTimeout(t) };
   },
 };
