@@ -2,13 +2,17 @@ import { CronJob } from 'cron';
 import type { Logger } from 'pino';
 import type { Config } from '../core/config.js';
 import { formatEndpoint } from '../core/endpoint.js';
-import { hasDrift } from '../core/findings.js';
+import { repairSignature } from '../core/contest.js';
+import { findingKey, hasDrift, isDrift } from '../core/findings.js';
 import { type DriftHistory, EMPTY_HISTORY, recordPass, splitFirstInstall, splitNewCoverage } from '../core/drift-history.js';
 import { ExitCode, describeError } from '../errors.js';
+import { spawnLines } from '../shell/exec.js';
+import { watchFirewalld } from '../shell/firewalld-watch.js';
 import { createLogger } from '../shell/logger.js';
+import { watchNetfilter } from '../shell/netfilter-watch.js';
 import { type AgentState, MAX_RECENT_DRIFT, writeAgentState } from './agent-state.js';
 import { watchDocker } from './docker-watch.js';
-import { createPassRunner } from './pass-runner.js';
+import { type PassOutcome, createPassRunner } from './pass-runner.js';
 import type { Ports } from './ports.js';
 import { reconcile } from './reconcile.js';
 import { realPorts } from './wiring.js';
@@ -24,6 +28,8 @@ interface Running {
   ports: Ports;
   cron: CronJob;
   docker: { stop(): void } | null;
+  netfilter: { stop(): void };
+  firewalld: { stop(): void };
 }
 
 /** `imds-guard run`: the long-running agent. Resolves with the exit status when stopped. */
@@ -43,9 +49,10 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
   let current: Running | null = null;
   let coveredBefore: ReadonlySet<string> | null = null;
 
-  const pass = async (reasons: string[]): Promise<void> => {
+  const pass = async (reasons: string[]): Promise<PassOutcome> => {
     const run = current;
-    if (run === null) return;
+    if (run === null) return { repairedSignature: null };
+    let repairedSignature: string | null = null;
     const at = new Date().toISOString();
     try {
       const result = await reconcile(run.config, run.ports);
@@ -76,6 +83,8 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
       }
       if (result.repaired) run.ports.log.info({ event: 'repaired', restores: result.restores, setWrites: result.setWrites, kinds: [...new Set(folded.fresh.map((f) => f.kind))], reasons }, 'repaired');
       else run.ports.log.debug({ event: 'reconciled', converged: result.converged, reasons }, 'pass done');
+      // What this pass undid of someone else's change: the same again and again is a fight.
+      if (result.repaired) repairedSignature = repairSignature(drift.filter(isDrift).map(findingKey));
       const drifted = hasDrift(drift);
       state = { ...state, lastReconcileAt: at, lastResult: result.repaired ? 'repaired' : drifted ? 'drift' : 'converged', lastError: null, driftCounts: history.counts, recentDrift: [...history.recent] };
     } catch (e) {
@@ -87,8 +96,16 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
       }, RETRY_AFTER_ERROR_MS);
     }
     await writeAgentState(run.ports.files, run.config.stateDir, state).catch((e: unknown) => run.ports.log.warn({ err: describeError(e) }, 'could not write the state file'));
+    return { repairedSignature };
   };
-  const runner = createPassRunner(pass);
+  const runner = createPassRunner(pass, {
+    // Covering a new network, the first pass and a reload never wait out a repair backoff.
+    exempt: (r) => r.startsWith('docker-') || r === 'start' || r === 'reload',
+    onBackoff: (b) =>
+      b.repeats > 0
+        ? log.warn({ event: 'repair-backoff', repeats: b.repeats, intervalMs: b.intervalMs, signature: b.signature }, `the same repair again (${b.repeats + 1} in a row): someone keeps undoing it; passes now at most every ${b.intervalMs} ms`)
+        : log.info({ event: 'repair-backoff-ended', intervalMs: b.intervalMs }, 'the repairs stopped repeating; back to the normal pace'),
+  });
 
   const startWith = async (cfg: Config, lg: Logger): Promise<Running> => {
     const ports = await realPorts(cfg, lg);
@@ -100,11 +117,17 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
       errorHandler: (e: unknown) => lg.error({ err: describeError(e) }, 'drift check failed'),
     });
     const docker = ports.docker === null ? null : watchDocker(ports.docker, lg, { onEvent: (e) => runner.request(`docker-${e.action}`), onConnected: () => runner.request('docker-connected') });
-    return { config: cfg, ports, cron, docker };
+    // Tampering is repaired within a pass instead of at the next drift check. With backend
+    // auto the monitor runs too: nf_tables also carries the other backend's rules.
+    const netfilter = watchNetfilter(spawnLines, lg, { backend: cfg.backend === 'legacy' ? 'legacy' : 'nft', onChange: (r) => runner.request(r) });
+    const firewalld = watchFirewalld(lg, { onChange: (r) => runner.request(r) });
+    return { config: cfg, ports, cron, docker, netfilter, firewalld };
   };
   const stopRunning = (r: Running): void => {
     void r.cron.stop();
     r.docker?.stop();
+    r.netfilter.stop();
+    r.firewalld.stop();
   };
 
   try {
