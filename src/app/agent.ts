@@ -2,8 +2,8 @@ import { CronJob } from 'cron';
 import type { Logger } from 'pino';
 import type { Config } from '../core/config.js';
 import { formatEndpoint } from '../core/endpoint.js';
-import { repairSignature } from '../core/contest.js';
-import { findingKey, hasDrift, isDrift } from '../core/findings.js';
+import { repairSignatureOf } from '../core/contest.js';
+import { hasDrift } from '../core/findings.js';
 import { type DriftHistory, EMPTY_HISTORY, recordPass, splitFirstInstall, splitNewCoverage } from '../core/drift-history.js';
 import { ExitCode, describeError } from '../errors.js';
 import { spawnLines } from '../shell/exec.js';
@@ -84,7 +84,7 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
       if (result.repaired) run.ports.log.info({ event: 'repaired', restores: result.restores, setWrites: result.setWrites, kinds: [...new Set(folded.fresh.map((f) => f.kind))], reasons }, 'repaired');
       else run.ports.log.debug({ event: 'reconciled', converged: result.converged, reasons }, 'pass done');
       // What this pass undid of someone else's change: the same again and again is a fight.
-      if (result.repaired) repairedSignature = repairSignature(drift.filter(isDrift).map(findingKey));
+      if (result.repaired) repairedSignature = repairSignatureOf(drift);
       const drifted = hasDrift(drift);
       state = { ...state, lastReconcileAt: at, lastResult: result.repaired ? 'repaired' : drifted ? 'drift' : 'converged', lastError: null, driftCounts: history.counts, recentDrift: [...history.recent] };
     } catch (e) {

@@ -1,3 +1,5 @@
+import { type Finding, isDrift } from './findings.js';
+
 /**
  * Is someone fighting us? A foreign rule that keeps re-inserting itself above our jump
  * (Felix in insert mode, a script in a loop) shows up as the same repair over and over.
@@ -34,6 +36,15 @@ export interface Contest {
 export function repairSignature(findingKeys: readonly string[]): string | null {
   if (findingKeys.length === 0) return null;
   return [...new Set(findingKeys)].sort().join('\n');
+}
+
+/**
+ * The signature of the drift a pass repaired: which check, on what, not the evidence. A
+ * fighter's rule that piles up (each insert leaves one more copy below our jump) changes
+ * the evidence every time, but it is still the same repair.
+ */
+export function repairSignatureOf(findings: readonly Finding[]): string | null {
+  return repairSignature(findings.filter(isDrift).map((f) => [f.id, f.kind, f.family ?? '', f.backend ?? '', f.interface ?? '', f.set ?? '', f.endpoint ?? ''].join(' ')));
 }
 
 /** Appends a repair and drops what has left the window (the history stays bounded by the repair rate). */

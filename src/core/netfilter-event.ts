@@ -2,7 +2,12 @@ import type { Family } from './family.js';
 import { CHAIN } from './names.js';
 
 /**
- * One change that `xtables-monitor --event` reported, reduced to where it happened.
+ * One change that a netfilter monitor reported, reduced to where it happened. Two
+ * monitors can report them: `nft monitor` (nftables), which names every object exactly:
+ *   `add rule ip nat PREROUTING counter packets 0 bytes 0 jump IMDS-GUARD`
+ *   `delete rule ip6 nat IMDS-GUARD handle 2`, `add chain ip filter FORWARD { ... policy drop; }`
+ *   `add table inet b`, `add element inet b s { 1.2.3.4 }`, `# new generation 5 by process ...`
+ * and `xtables-monitor --event` (iptables), which needs no extra package but can name less.
  *
  * xtables-monitor (Debian's iptables, nf_tables backend) listens to every nf_tables
  * change in its network namespace, native `nft` tables included, and prints one
@@ -43,6 +48,24 @@ function nftFamily(name: string): Family | 'other' | null {
   return 'other';
 }
 
+export type MonitorTool = 'nft-monitor' | 'xtables-monitor';
+
+const NFT_FAMILIES: Readonly<Record<string, Family | 'other' | null>> = { ip: 'ipv4', ip6: 'ipv6', inet: null, arp: 'other', bridge: 'other', netdev: 'other' };
+// `VERB OBJECT FAMILY TABLE [CHAIN-OR-NAME] ...`
+const NFT_EVENT = /^(?:add|create|insert|replace|delete|destroy|update|flush|reset) (\S+) (\S+)(?: (\S+))?(?: (\S+))?/;
+
+/** Parses one line of `nft monitor`; null for lines that report no change (`# new generation`, blank). */
+export function parseNftMonitorLine(line: string): NetfilterChange | null {
+  const text = line.trim();
+  if (text === '' || text.startsWith('#')) return null;
+  const m = NFT_EVENT.exec(text);
+  const family = m === null ? undefined : NFT_FAMILIES[m[2]!];
+  // Not a shape we know (or `ct helper ...`, whose family comes later): it happened somewhere.
+  if (m === null || family === undefined || m[3] === undefined) return { table: null, chain: null, family: null };
+  const inChain = m[1] === 'chain' || m[1] === 'rule';
+  return { table: m[3], chain: inChain ? (m[4] ?? null) : null, family };
+}
+
 /** Parses one line of `xtables-monitor --event`; null for lines that report no change (NEWGEN, blank). */
 export function parseMonitorLine(line: string): NetfilterChange | null {
   if (!EVENT_PREFIX.test(line)) return null;
@@ -80,7 +103,7 @@ export function isRelevantChange(c: NetfilterChange): boolean {
 }
 
 /** The change a monitor line reports when it is one the pass runner should wake for, else null. */
-export function classifyMonitorLine(line: string): NetfilterChange | null {
-  const c = parseMonitorLine(line);
+export function classifyMonitorLine(line: string, tool: MonitorTool = 'xtables-monitor'): NetfilterChange | null {
+  const c = tool === 'nft-monitor' ? parseNftMonitorLine(line) : parseMonitorLine(line);
   return c !== null && isRelevantChange(c) ? c : null;
 }

@@ -95,7 +95,12 @@ export const spawnLines: SpawnLines = (file, args, handlers) => {
     const code = e.code === 'ENOENT' ? 'command-missing' : e.code === 'EACCES' || e.code === 'EPERM' ? 'permission-denied' : 'command-failed';
     finish(null, null, new CommandError(code === 'command-missing' ? `${file} not found: install it (Debian/Alpine package "${packageOf(file)}")` : `${file}: ${e.message}`, code, file));
   });
-  child.on('close', (code, signal) => finish(code, signal, null));
+  child.on('close', (code, signal) => {
+    // What a dying child wrote last without a newline still counts (xtables-monitor's half-printed event).
+    if (partial !== '') handlers.line(partial);
+    partial = '';
+    finish(code, signal, null);
+  });
   return {
     pid: child.pid,
     kill(signal = 'SIGTERM') {

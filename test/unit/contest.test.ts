@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { type RepairRecord, detectContests, recordRepair, repairSignature } from '../../src/core/contest.js';
+import { type RepairRecord, detectContests, recordRepair, repairSignature, repairSignatureOf } from '../../src/core/contest.js';
+import type { Finding } from '../../src/core/findings.js';
 
 const rule = { repeats: 3, withinMs: 10_000 };
 const sig = repairSignature(['ipv4 jump-not-first IG-201', 'ipv4 foreign-undermining IG-301'])!;
@@ -38,4 +39,13 @@ test('a contest ends once the fighting stops for T', () => {
 test('the history keeps only the window: a fight of hours does not grow it past the repairs of T', () => {
   const times = Array.from({ length: 10_000 }, (_, i) => i * 1_000);
   assert.equal(repairs(sig, times).length, 11);
+});
+
+test("a fighter's rule piling up changes the evidence, not the repair: the signature stays the same", () => {
+  const jump = (evidence: string[]): Finding => ({ id: 'IG-201', kind: 'jump-not-first', status: 'fail', severity: 'critical', message: 'm', family: 'ipv4', backend: 'nft', evidence });
+  const once = repairSignatureOf([jump(['-A PREROUTING -d 169.254.169.254/32 -j ACCEPT'])]);
+  const twice = repairSignatureOf([jump(['-A PREROUTING -d 169.254.169.254/32 -j ACCEPT', '-A PREROUTING -d 169.254.169.254/32 -j ACCEPT'])]);
+  assert.equal(once, twice);
+  assert.notEqual(once, repairSignatureOf([{ ...jump([]), family: 'ipv6' }]));
+  assert.equal(repairSignatureOf([{ ...jump([]), status: 'info' }]), null);
 });

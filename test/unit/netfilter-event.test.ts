@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { type NetfilterChange, classifyMonitorLine, parseMonitorLine } from '../../src/core/netfilter-event.js';
+import { type NetfilterChange, classifyMonitorLine, parseMonitorLine, parseNftMonitorLine } from '../../src/core/netfilter-event.js';
 
 // Lines captured from `stdbuf -oL xtables-monitor --event` (iptables 1.8.9, Debian 12) in a
 // throwaway namespace while iptables-nft, ip6tables-nft, iptables-nft-restore, ebtables-nft,
@@ -70,4 +70,40 @@ test('a change to nat, filter or raw PREROUTING/OUTPUT/FORWARD, to our chains, t
 test('a chain whose name only starts like ours (IMDS-GUARD-FWD, a backstop chain) is watched', () => {
   assert.notEqual(classifyMonitorLine(' EVENT: -4 -t filter -A IMDS-GUARD-FWD -j REJECT --reject-with tcp-reset'), null);
   assert.equal(classifyMonitorLine(' EVENT: -4 -t filter -A MY-IMDS-GUARD -j ACCEPT'), null);
+});
+
+// Lines captured from `nft monitor` (nftables 1.0.6, Debian 12) while the same tools changed a throwaway namespace.
+const NFT_CAPTURED: readonly [line: string, change: NetfilterChange | null, wakes: boolean][] = [
+  ['add table ip6 nat', { table: 'nat', chain: null, family: 'ipv6' }, true],
+  ['create chain ip6 nat IMDS-GUARD', { table: 'nat', chain: 'IMDS-GUARD', family: 'ipv6' }, true],
+  // an IPv6 rule with a tcp match, which xtables-monitor 1.8.9 cannot print (it exits)
+  ['add rule ip6 nat IMDS-GUARD iifname "docker0" ip6 daddr fd00:ec2::254 tcp dport 80  counter packets 0 bytes 0 redirect to :1', { table: 'nat', chain: 'IMDS-GUARD', family: 'ipv6' }, true],
+  ['add chain ip6 nat PREROUTING { type nat hook prerouting priority dstnat; policy accept; }', { table: 'nat', chain: 'PREROUTING', family: 'ipv6' }, true],
+  ['insert rule ip6 nat PREROUTING counter packets 0 bytes 0 jump IMDS-GUARD', { table: 'nat', chain: 'PREROUTING', family: 'ipv6' }, true],
+  ['delete rule ip6 nat IMDS-GUARD handle 2', { table: 'nat', chain: 'IMDS-GUARD', family: 'ipv6' }, true],
+  ['delete rule ip nat PREROUTING handle 3', { table: 'nat', chain: 'PREROUTING', family: 'ipv4' }, true],
+  ['add chain ip filter FORWARD { type filter hook forward priority filter; policy drop; }', { table: 'filter', chain: 'FORWARD', family: 'ipv4' }, true],
+  ['delete table ip nat', { table: 'nat', chain: null, family: 'ipv4' }, true],
+  ['add chain inet foo pre { type filter hook prerouting priority raw; policy accept; }', { table: 'foo', chain: 'pre', family: null }, true],
+  ['add rule inet foo pre ip daddr 169.254.169.254 notrack', { table: 'foo', chain: 'pre', family: null }, true],
+  ['add rule ip bar pre ip daddr 169.254.169.254 tcp dport 80 dnat to 10.0.0.1', { table: 'bar', chain: 'pre', family: 'ipv4' }, true],
+  ['add element inet b s { 1.2.3.4 }', { table: 'b', chain: null, family: null }, true],
+  ['add chain ip nat Y', { table: 'nat', chain: 'Y', family: 'ipv4' }, false],
+  ['add rule ip nat POSTROUTING ip saddr 172.17.0.0/16 oifname != "docker0" counter packets 0 bytes 0 masquerade', { table: 'nat', chain: 'POSTROUTING', family: 'ipv4' }, false],
+  ['add table bridge filter', { table: 'filter', chain: null, family: 'other' }, false],
+  ['add rule bridge filter FORWARD counter packets 0 bytes 0 accept', { table: 'filter', chain: 'FORWARD', family: 'other' }, false],
+  ['add rule arp filter INPUT arp htype 1 arp hlen 6 arp plen 4 counter packets 0 bytes 0 accept', { table: 'filter', chain: 'INPUT', family: 'other' }, false],
+  ['# new generation 4 by process 29623 (ip6tables)', null, false],
+  ['', null, false],
+];
+
+test('every captured nft monitor line is parsed to the table, chain and family it names, and wakes the runner when it matters', () => {
+  for (const [line, change, wakes] of NFT_CAPTURED) {
+    assert.deepEqual(parseNftMonitorLine(line), change, line);
+    assert.deepEqual(classifyMonitorLine(line, 'nft-monitor'), wakes ? change : null, line);
+  }
+});
+
+test('the partial line xtables-monitor leaves when it dies on an IPv6 rule counts as a change somewhere', () => {
+  assert.deepEqual(classifyMonitorLine(' EVENT: -6 -t nat '), { table: null, chain: null, family: null });
 });
