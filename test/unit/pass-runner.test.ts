@@ -208,33 +208,34 @@ test('a failing pass neither starts nor ends a backoff', async () => {
   assert.equal(runner.backoff().repeats, 2);
 });
 
-test('stop cancels a pass waiting for its turn, and idle resolves at once', async () => {
+/** A pass has run and a second waits for its turn; `idle()` tells whether idle has resolved. */
+async function waitingForTurn() {
   const h = harness();
   h.runner.request('a');
   await settle();
   h.runner.request('b');
-  let idle = false;
-  void h.runner.idle(60_000).then(() => (idle = true));
+  let resolved = false;
+  void h.runner.idle(60_000).then(() => (resolved = true));
   await settle();
-  assert.equal(idle, false, 'a pass waiting for its turn is pending');
+  return { ...h, idle: () => resolved };
+}
+
+test('stop cancels a pass waiting for its turn, and idle resolves at once', async () => {
+  const h = await waitingForTurn();
+  assert.equal(h.idle(), false, 'a pass waiting for its turn is pending');
   h.runner.stop();
   await settle();
-  assert.equal(idle, true);
+  assert.equal(h.idle(), true);
   await h.clock.advance(1_000);
   assert.equal(h.starts.length, 1);
   assert.equal(h.clock.pending(), 0);
 });
 
 test('idle waits for a pass waiting for its turn, then resolves', async () => {
-  const h = harness();
-  h.runner.request('a');
-  await settle();
-  h.runner.request('b');
-  let idle = false;
-  void h.runner.idle(60_000).then(() => (idle = true));
+  const h = await waitingForTurn();
   await h.clock.advance(50);
-  assert.equal(idle, false);
+  assert.equal(h.idle(), false);
   await h.clock.advance(60);
   assert.equal(h.starts.length, 2);
-  assert.equal(idle, true);
+  assert.equal(h.idle(), true);
 });
