@@ -9,12 +9,16 @@ import { type DriftHistory, EMPTY_HISTORY, recordPass, splitFirstInstall } from 
 import { configDigest, decideOnOtherAgent } from '../core/peer.js';
 import { AgentConflictError, ExitCode, describeError } from '../errors.js';
 import { type AgentPresence, claimAgentPresence } from '../shell/agent-presence.js';
+import { repairSignatureOf } from '../core/contest.js';
+import { spawnLines } from '../shell/exec.js';
+import { watchFirewalld } from '../shell/firewalld-watch.js';
 import { createLogger } from '../shell/logger.js';
+import { watchNetfilter } from '../shell/netfilter-watch.js';
 import { type AgentState, MAX_RECENT_DRIFT, writeAgentState } from './agent-state.js';
 import { createAgentTelemetry } from './agent-telemetry.js';
 import { watchDocker } from './docker-watch.js';
 import { createPassLock } from './one-writer.js';
-import { createPassRunner } from './pass-runner.js';
+import { type PassOutcome, createPassRunner } from './pass-runner.js';
 import { createReloader } from './reloader.js';
 import type { Ports } from './ports.js';
 import { reconcile } from './reconcile.js';
@@ -39,6 +43,8 @@ interface Running {
   ports: Ports;
   cron: CronJob;
   docker: { stop(): void } | null;
+  netfilter: { stop(): void };
+  firewalld: { stop(): void };
 }
 
 /** `imds-guard run`: the long-running agent. Resolves with the exit status when stopped. */
@@ -77,9 +83,10 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
   let lastFull: { at: number; backend: Backend; converged: boolean } | null = null;
   // Families whose old connections could not be cut yet (kept until a pass succeeds at it).
   let cutPending: readonly Family[] = [];
-  const pass = async (reasons: string[]): Promise<void> => {
+  const pass = async (reasons: string[]): Promise<PassOutcome> => {
     const run = current;
-    if (run === null) return;
+    if (run === null) return { repairedSignature: null };
+    let repairedSignature: string | null = null;
     const startedAt = new Date();
     const at = startedAt.toISOString();
     const t0 = performance.now();
@@ -122,6 +129,8 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
       if (result.repaired) run.ports.log.info({ event: 'repaired', restores: result.restores, reads: result.reads, durationMs: Math.round(performance.now() - t0), kinds: [...new Set(folded.fresh.map((f) => f.kind))], reasons }, 'repaired');
       else run.ports.log.debug({ event: 'reconciled', converged: result.converged, reads: result.reads, durationMs: Math.round(performance.now() - t0), reasons }, 'pass done');
       telemetry.recordPass(result, performance.now() - t0, startedAt, folded.fresh.map((f) => f.kind));
+      // What this pass undid of someone else's change: the same again and again is a fight.
+      if (result.repaired) repairedSignature = repairSignatureOf(drift);
       const drifted = hasDrift(drift);
       state = { ...state, lastReconcileAt: at, lastResult: result.repaired ? 'repaired' : drifted ? 'drift' : 'converged', lastError: null, driftCounts: history.counts, recentDrift: [...history.recent] };
     } catch (e) {
@@ -134,8 +143,16 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
       }, RETRY_AFTER_ERROR_MS);
     }
     await writeAgentState(run.ports.files, run.config.stateDir, state).catch((e: unknown) => run.ports.log.warn({ err: describeError(e) }, 'could not write the state file'));
+    return { repairedSignature };
   };
-  const runner = createPassRunner(pass);
+  const runner = createPassRunner(pass, {
+    // Covering a new network, the first pass and a reload never wait out a repair backoff.
+    exempt: (r) => r.startsWith('docker-') || r === 'start' || r === 'reload',
+    onBackoff: (b) =>
+      b.repeats > 0
+        ? log.warn({ event: 'repair-backoff', repeats: b.repeats, intervalMs: b.intervalMs, signature: b.signature }, `the same repair again (${b.repeats + 1} in a row): someone keeps undoing it; passes now at most every ${b.intervalMs} ms`)
+        : log.info({ event: 'repair-backoff-ended', intervalMs: b.intervalMs }, 'the repairs stopped repeating; back to the normal pace'),
+  });
 
   // Everything that can throw (adapters, the cron expression) comes before anything
   // starts, so a failed start or reload leaves no timer or stream behind.
@@ -154,12 +171,18 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
         runner.request(`docker-${e.type}-${e.action}`);
       }, onConnected: () => runner.request('docker-connected') });
     await telemetry.configure(cfg, ports);
+    // Tampering is repaired within a pass instead of at the next drift check. With backend
+    // auto the monitor runs too: nf_tables also carries the other backend's rules.
+    const netfilter = watchNetfilter(spawnLines, lg, { backend: cfg.backend === 'legacy' ? 'legacy' : 'nft', onChange: (r) => runner.request(r) });
+    const firewalld = watchFirewalld(lg, { onChange: (r) => runner.request(r) });
     cron.start();
-    return { config: cfg, digest: configDigest(cfg), ports, cron, docker };
+    return { config: cfg, digest: configDigest(cfg), ports, cron, docker, netfilter, firewalld };
   };
   const stopRunning = (r: Running): void => {
     void r.cron.stop();
     r.docker?.stop();
+    r.netfilter.stop();
+    r.firewalld.stop();
   };
 
   try {
