@@ -259,7 +259,12 @@ export async function startAgent(lab: Lab, opts: AgentOptions = {}): Promise<Age
   if (opts.waitReady ?? true) {
     await waitFor('docker-connected', (l) => l.event === 'docker-connected', { timeoutMs: 20_000 });
     const t0 = performance.now();
-    while (state()?.lastReconcileAt == null) {
+    // This agent's own pass: a restarted suite's state directory still holds the last agent's.
+    const recorded = (): boolean => {
+      const st = state();
+      return st !== null && st.pid === pid && st.lastReconcileAt !== null;
+    };
+    while (!recorded()) {
       if (exit !== null || performance.now() - t0 > 20_000) throw new Error(`the agent recorded no pass\n${tail()}`);
       await new Promise((r) => setTimeout(r, 20));
     }
