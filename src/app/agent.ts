@@ -5,6 +5,7 @@ import { formatEndpoint } from '../core/endpoint.js';
 import { hasDrift, isFailure } from '../core/findings.js';
 import type { Backend } from '../core/family.js';
 import type { NetworkView } from '../core/coverage.js';
+import { splitDockerChurn } from '../core/docker-churn.js';
 import { type DriftHistory, EMPTY_HISTORY, recordPass, splitFirstInstall } from '../core/drift-history.js';
 import { ExitCode, describeError } from '../errors.js';
 import { createLogger } from '../shell/logger.js';
@@ -72,7 +73,16 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
       if (hasDrift(first.install)) {
         run.ports.log.info({ event: 'installed', families: [...new Set(first.install.flatMap((f) => (f.family === undefined ? [] : [f.family])))], repaired: result.repaired }, result.repaired ? 'first install: protection put in place' : 'not installed yet (report mode)');
       }
-      const drift = first.drift;
+      // Docker's rules for its bridges, put above the backstop jump by `network create` or a
+      // dockerd start, are repaired like drift but are not drift (core/docker-churn).
+      const bridges = new Set([...result.plan.networks, ...(networksBefore?.values() ?? [])].flatMap((n) => (n.driver === 'bridge' && n.interface !== null ? [n.interface] : [])));
+      const { drift, churn } = splitDockerChurn(first.drift, bridges);
+      if (churn.length > 0) {
+        const fields = { event: 'docker-churn', families: [...new Set(churn.flatMap((f) => (f.family === undefined ? [] : [f.family])))], evidence: [...new Set(churn.filter((f) => f.kind === 'jump-not-first').flatMap((f) => f.evidence))], repaired: result.repaired, reasons };
+        const msg = result.repaired ? "Docker put its bridges' rules above the FORWARD backstop jump; moved the jump back on top" : "Docker's bridge rules sit above the FORWARD backstop jump (report mode: left as they are)";
+        if (result.repaired) run.ports.log.info(fields, msg);
+        else run.ports.log.debug(fields, msg);
+      }
       // Networks come and go with no change to the rules (the catch-all covers them from
       // their first packet); they are logged as coverage, with how each is covered.
       const now = new Map(result.plan.networks.map((n) => [n.name, n]));
