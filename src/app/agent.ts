@@ -34,6 +34,8 @@ interface Running {
   ports: Ports;
   cron: CronJob;
   docker: { stop(): void } | null;
+  /** Started by a reload and not yet through a pass: the boot script then follows the new configuration, which is not drift. */
+  reloaded: boolean;
 }
 
 /** `imds-guard run`: the long-running agent. Resolves with the exit status when stopped. */
@@ -76,7 +78,10 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
       // Docker's rules for its bridges, put above the backstop jump by `network create` or a
       // dockerd start, are repaired like drift but are not drift (core/docker-churn).
       const bridges = new Set([...result.plan.networks, ...(networksBefore?.values() ?? [])].flatMap((n) => (n.driver === 'bridge' && n.interface !== null ? [n.interface] : [])));
-      const { drift, churn } = splitDockerChurn(first.drift, bridges);
+      const { drift: judged, churn } = splitDockerChurn(first.drift, bridges);
+      // The first pass after a reload rewrites the boot script for the new configuration: our change, not drift.
+      const drift = run.reloaded ? judged.filter((f) => f.kind !== 'boot-script-stale') : judged;
+      run.reloaded = false;
       if (churn.length > 0) {
         const fields = { event: 'docker-churn', families: [...new Set(churn.flatMap((f) => (f.family === undefined ? [] : [f.family])))], evidence: [...new Set(churn.filter((f) => f.kind === 'jump-not-first').flatMap((f) => f.evidence))], repaired: result.repaired, reasons };
         const msg = result.repaired ? "Docker put its bridges' rules above the FORWARD backstop jump; moved the jump back on top" : "Docker's bridge rules sit above the FORWARD backstop jump (report mode: left as they are)";
@@ -135,7 +140,7 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
         runner.request(`docker-${e.type}-${e.action}`);
       }, onConnected: () => runner.request('docker-connected') });
     await telemetry.configure(cfg, ports);
-    return { config: cfg, ports, cron, docker };
+    return { config: cfg, ports, cron, docker, reloaded: false };
   };
   const stopRunning = (r: Running): void => {
     void r.cron.stop();
@@ -172,7 +177,7 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
       }
       if (current !== null) stopRunning(current);
       log.level = next.logLevel;
-      current = await startWith(next, log);
+      current = { ...(await startWith(next, log)), reloaded: true };
       log.info({ event: 'reloaded', mode: next.mode, allow: next.allow }, 'configuration reloaded');
       runner.request('reload');
     };
