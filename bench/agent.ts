@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { type Agent, type LogLine, natSave, setSave, startAgent, timedProbe } from '../test/helpers/agent.js';
+import { type Agent, type LogLine, natSave, startAgent, timedProbe } from '../test/helpers/agent.js';
 import { ensureBuilt } from '../test/helpers/cli.js';
 import { type Lab, startLab } from '../test/helpers/lab.js';
 import { type Target, round } from './stats.js';
@@ -226,8 +226,9 @@ async function settle(lab: Lab, agent: Agent, names: readonly string[]): Promise
       quietSince = performance.now();
     }
     if (performance.now() - quietSince >= 600) {
-      const [save, set] = await Promise.all([natSave(lab), setSave(lab)]);
-      if (!names.some((n) => save.includes(` -i ${n} `) || set.includes(`,${n}\n`))) return;
+      // The set is gone with the per-bridge model (test/helpers no longer reads it); only rules can name a bridge.
+      const save = await natSave(lab);
+      if (!names.some((n) => save.includes(` -i ${n} `))) return;
     }
     if (performance.now() > deadline) throw new Error(`the agent did not settle after removing ${names.join(', ')}`);
     await sleep(100);

@@ -5,6 +5,7 @@ import { formatEndpoint } from '../core/endpoint.js';
 import { hasDrift, isFailure } from '../core/findings.js';
 import type { Backend, Family } from '../core/family.js';
 import type { NetworkView } from '../core/coverage.js';
+import { splitDockerChurn } from '../core/docker-churn.js';
 import { type DriftHistory, EMPTY_HISTORY, recordPass, splitFirstInstall } from '../core/drift-history.js';
 import { configDigest, decideOnOtherAgent } from '../core/peer.js';
 import { AgentConflictError, ExitCode, describeError } from '../errors.js';
@@ -45,6 +46,8 @@ interface Running {
   docker: { stop(): void } | null;
   netfilter: { stop(): void };
   firewalld: { stop(): void };
+  /** Started by a reload and not yet through a pass: the boot script then follows the new configuration, which is not drift. */
+  reloaded: boolean;
 }
 
 /** `imds-guard run`: the long-running agent. Resolves with the exit status when stopped. */
@@ -106,7 +109,19 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
       if (hasDrift(first.install)) {
         run.ports.log.info({ event: 'installed', families: [...new Set(first.install.flatMap((f) => (f.family === undefined ? [] : [f.family])))], repaired: result.repaired }, result.repaired ? 'first install: protection put in place' : 'not installed yet (report mode)');
       }
-      const drift = first.drift;
+      // Docker's rules for its bridges, put above the backstop jump by `network create` or a
+      // dockerd start, are repaired like drift but are not drift (core/docker-churn).
+      const bridges = new Set([...result.plan.networks, ...(networksBefore?.values() ?? [])].flatMap((n) => (n.driver === 'bridge' && n.interface !== null ? [n.interface] : [])));
+      const { drift: judged, churn } = splitDockerChurn(first.drift, bridges);
+      // The first pass after a reload rewrites the boot script for the new configuration: our change, not drift.
+      const drift = run.reloaded ? judged.filter((f) => f.kind !== 'boot-script-stale') : judged;
+      run.reloaded = false;
+      if (churn.length > 0) {
+        const fields = { event: 'docker-churn', families: [...new Set(churn.flatMap((f) => (f.family === undefined ? [] : [f.family])))], evidence: [...new Set(churn.filter((f) => f.kind === 'jump-not-first').flatMap((f) => f.evidence))], repaired: result.repaired, reasons };
+        const msg = result.repaired ? "Docker put its bridges' rules above the FORWARD backstop jump; moved the jump back on top" : "Docker's bridge rules sit above the FORWARD backstop jump (report mode: left as they are)";
+        if (result.repaired) run.ports.log.info(fields, msg);
+        else run.ports.log.debug(fields, msg);
+      }
       // Networks come and go with no change to the rules (the catch-all covers them from
       // their first packet); they are logged as coverage, with how each is covered.
       const now = new Map(result.plan.networks.map((n) => [n.name, n]));
@@ -176,7 +191,7 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
     const netfilter = watchNetfilter(spawnLines, lg, { backend: cfg.backend === 'legacy' ? 'legacy' : 'nft', onChange: (r) => runner.request(r) });
     const firewalld = watchFirewalld(lg, { onChange: (r) => runner.request(r) });
     cron.start();
-    return { config: cfg, digest: configDigest(cfg), ports, cron, docker, netfilter, firewalld };
+    return { config: cfg, digest: configDigest(cfg), ports, cron, docker, netfilter, firewalld, reloaded: false };
   };
   const stopRunning = (r: Running): void => {
     void r.cron.stop();
@@ -205,6 +220,8 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
           return;
         case 'reloaded': {
           const next = outcome.running.config;
+          // Not yet through a pass: the boot script then follows the new configuration, which is not drift.
+          outcome.running.reloaded = true;
           current = outcome.running;
           log.level = next.logLevel;
           if (outcome.stopError !== undefined) log.warn({ err: describeError(outcome.stopError) }, 'stopping the previous configuration failed');

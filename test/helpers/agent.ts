@@ -8,6 +8,7 @@ import { CLI, ensureBuilt } from './cli.js';
 import { type Lab, labAvailable, startLab } from './lab.js';
 import { type Netns, createNetns } from './netns.js';
 import { type ProcResult, runProc } from './proc.js';
+import type { AuditReport } from '../../src/core/report.js';
 
 /**
  * `imds-guard run` as a child process inside a lab's Docker host namespace
@@ -21,6 +22,8 @@ export const LAB_IMAGE = 'imdsg-busybox:latest';
 /** The fake server's AccessKeyId (scripts/lab); no real credential looks like this. */
 export const CRED_MARKER = 'ASIALABFAKE';
 export const MD_ADDR = '169.254.169.254';
+/** The lab's IPv6 metadata address (the default IPv6 endpoint, served by the lab where the kernel has IPv6). */
+export const MD_ADDR6 = 'fd00:ec2::254';
 const CRED_PATH = '/latest/meta-data/iam/security-credentials/lab-role';
 /** What a container sends to ask for the role's credentials; HTTP/1.0 makes busybox httpd close after the answer. */
 export const CRED_REQUEST = `GET ${CRED_PATH} HTTP/1.0\\r\\nHost: ${MD_ADDR}\\r\\n\\r\\n`;
@@ -132,7 +135,7 @@ export function agentFiles(root: string): AgentFiles {
  * Where an agent runs: a lab's Docker host, or a bare throwaway namespace (test/helpers/netns.ts)
  * with `dockerHost: null`, where no Docker flag is given and the config file decides.
  */
-export type AgentHost = Pick<Lab, 'netns' | 'dir'> & { readonly dockerHost: string | null };
+export type AgentHost = Pick<Lab, 'netns' | 'dir'> & { readonly dockerHost: string | null; readonly cgroupParent?: string };
 
 /** A throwaway namespace and directory for agents without a lab, and their config file (`yaml`); all gone when the test ends. */
 export function bareAgentHost(t: { after(fn: () => void): void }, tag: string, yaml: string): { ns: Netns; host: AgentHost; root: string; configFile: string } {
@@ -148,7 +151,9 @@ export function bareAgentHost(t: { after(fn: () => void): void }, tag: string, y
 /** The flags every command of a test host shares: the lab's Docker and the lab's directories. */
 export function hostArgs(lab: AgentHost, files: AgentFiles): string[] {
   const docker = lab.dockerHost === null ? [] : ['--docker-host', lab.dockerHost];
-  return [...docker, '--state-dir', files.stateDir, '--boot-script', 'always', '--boot-script-dir', files.bootScriptDir, '--openrc-root', files.openrcRoot];
+  // --cgroup-parent: the lab's dockerd puts its containers under a parent of its own, not /docker.
+  const parent = lab.cgroupParent === undefined ? [] : ['--cgroup-parent', lab.cgroupParent];
+  return [...docker, ...parent, '--state-dir', files.stateDir, '--boot-script', 'always', '--boot-script-dir', files.bootScriptDir, '--openrc-root', files.openrcRoot];
 }
 
 /** `node dist/cli.js ARGS` inside the lab's Docker host namespace. */
@@ -274,7 +279,12 @@ export async function startAgent(lab: AgentHost, opts: AgentOptions = {}): Promi
   if (opts.waitReady ?? true) {
     if (lab.dockerHost !== null) await waitFor('docker-connected', (l) => l.event === 'docker-connected', { timeoutMs: 20_000 });
     const t0 = performance.now();
-    while (state()?.lastReconcileAt == null) {
+    // This agent's own pass: a restarted suite's state directory still holds the last agent's.
+    const recorded = (): boolean => {
+      const st = state();
+      return st !== null && st.pid === pid && st.lastReconcileAt !== null;
+    };
+    while (!recorded()) {
       if (exit !== null || performance.now() - t0 > 20_000) throw new Error(`the agent recorded no pass\n${tail()}`);
       await new Promise((r) => setTimeout(r, 20));
     }
@@ -282,10 +292,10 @@ export async function startAgent(lab: AgentHost, opts: AgentOptions = {}): Promi
   return agent;
 }
 
-/** The lab host's nat table as iptables-save prints it, without `#` lines and with counters zeroed. */
-export async function natSave(lab: Lab, family: 'ipv4' | 'ipv6' = 'ipv4'): Promise<string> {
-  const r = await lab.inHost(family === 'ipv4' ? 'iptables-save' : 'ip6tables-save', ['-t', 'nat']);
-  if (r.code !== 0) throw new Error(`iptables-save in ${lab.netns} exited ${r.code}: ${r.stderr}`);
+/** A table of the lab host as iptables-save prints it, without `#` lines and with counters zeroed. */
+export async function tableSave(lab: Lab, table: 'nat' | 'filter', family: 'ipv4' | 'ipv6' = 'ipv4'): Promise<string> {
+  const r = await lab.inHost(family === 'ipv4' ? 'iptables-save' : 'ip6tables-save', ['-t', table]);
+  if (r.code !== 0) throw new Error(`iptables-save -t ${table} in ${lab.netns} exited ${r.code}: ${r.stderr}`);
   return r.stdout
     .split('\n')
     .filter((l) => l !== '' && !l.startsWith('#'))
@@ -293,38 +303,52 @@ export async function natSave(lab: Lab, family: 'ipv4' | 'ipv6' = 'ipv4'): Promi
     .join('\n');
 }
 
+/** The lab host's nat table as iptables-save prints it, without `#` lines and with counters zeroed. */
+export const natSave = (lab: Lab, family: 'ipv4' | 'ipv6' = 'ipv4'): Promise<string> => tableSave(lab, 'nat', family);
+/** The lab host's filter table, the same way. */
+export const filterSave = (lab: Lab, family: 'ipv4' | 'ipv6' = 'ipv4'): Promise<string> => tableSave(lab, 'filter', family);
+
 /** `iptables ARGS` (or ip6tables) inside the lab host; throws unless it exits 0. */
 export async function labIptables(lab: Lab, args: readonly string[], family: 'ipv4' | 'ipv6' = 'ipv4'): Promise<void> {
   const r = await lab.inHost(family === 'ipv4' ? 'iptables' : 'ip6tables', args);
   if (r.code !== 0) throw new Error(`iptables ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
 }
 
-/** `ipset save NAME` in the lab host; '' when the set does not exist. */
-export async function setSave(lab: Lab, name = 'imds-guard-4'): Promise<string> {
-  const r = await lab.inHost('ipset', ['save', name]);
-  if (r.code !== 0 && /does not exist/.test(r.stderr)) return '';
-  if (r.code !== 0) throw new Error(`ipset save ${name} in ${lab.netns} exited ${r.code}: ${r.stderr}`);
-  return r.stdout;
-}
-
-/** `ipset ARGS` inside the lab host; throws unless it exits 0. */
-export async function labIpset(lab: Lab, args: readonly string[]): Promise<void> {
-  const r = await lab.inHost('ipset', args);
-  if (r.code !== 0) throw new Error(`ipset ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
-}
-
-/** Our IPv4 set rule for the lab's endpoint as iptables-save prints it (custom-named bridges are its members). */
-export const SET_RULE = /^-A IMDS-GUARD -d 169\.254\.169\.254\/32 -p tcp -m tcp --dport 80 -m set --match-set imds-guard-4 src,src -m comment --comment "?imds-guard:[0-9a-f]{12}"? -j REDIRECT --to-ports 1$/m;
-
-/** Whether a custom-named bridge is covered: the set rule is in the chain and the bridge is a member of the set. */
-export async function coveredThroughSet(lab: Lab, iface: string): Promise<boolean> {
-  const [nat, set] = await Promise.all([natSave(lab), setSave(lab)]);
-  return SET_RULE.test(nat) && set.split('\n').includes(`add imds-guard-4 0.0.0.0/0,${iface}`);
+/** The rules of `chain` in a saved table, in order, as `-A CHAIN ...` lines. */
+export function rulesOf(save: string, chain: string): string[] {
+  return save.split('\n').filter((l) => l.startsWith(`-A ${chain} `));
 }
 
 /** The PREROUTING rules of a saved nat table, in order. */
-export function preroutingOf(save: string): string[] {
-  return save.split('\n').filter((l) => l.startsWith('-A PREROUTING '));
+export const preroutingOf = (save: string): string[] => rulesOf(save, 'PREROUTING');
+
+/** The chains imds-guard owns, by table. */
+export const OWNED = { nat: ['IMDS-GUARD'], filter: ['IMDS-GUARD-FWD', 'IMDS-GUARD-OUT'] } as const;
+
+/** Lines of a saved table that are imds-guard's: its chains' declarations and rules, and the jumps to them. */
+export function ownLines(save: string): string[] {
+  return save.split('\n').filter((l) => /IMDS-GUARD|imds-guard/.test(l));
+}
+
+/** A saved table with imds-guard's lines taken out: what is someone else's, in order. */
+export function withoutOwn(save: string): string {
+  const own = new Set(ownLines(save));
+  return save.split('\n').filter((l) => !own.has(l)).join('\n');
+}
+
+/** The agent's `applied transaction` lines (one per iptables-restore it ran), from `from` on, optionally of one table. */
+export function restoresOf(agent: Agent, from: number, table?: 'nat' | 'filter'): LogLine[] {
+  return agent.lines().slice(from).filter((l) => l.msg === 'applied transaction' && (table === undefined || l.table === table));
+}
+
+/** `audit --format json` of the agent's host, with `extra` flags (e.g. the same --allow): the report and the exit status. */
+export async function auditJson(agent: Agent, extra: readonly string[] = []): Promise<{ report: AuditReport; code: number; stderr: string }> {
+  const r = await agent.cli('audit', ['--format', 'json', ...extra]);
+  try {
+    return { report: JSON.parse(r.stdout) as AuditReport, code: r.code, stderr: r.stderr };
+  } catch {
+    throw new Error(`audit printed no JSON (exit ${r.code}):\n${r.stdout}\n${r.stderr}`);
+  }
 }
 
 export interface TimedProbe {
@@ -338,18 +362,34 @@ export interface TimedProbe {
 }
 
 // /proc/uptime has centiseconds: enough to tell "refused at once" from a 3 s timeout.
-const TIMED_NC =
-  `read a _ </proc/uptime; printf '${CRED_REQUEST}' | nc -w 3 ${MD_ADDR} 80 2>&1; read b _ </proc/uptime; ` +
+const timedNc = (address: string): string =>
+  `read a _ </proc/uptime; printf '${CRED_REQUEST}' | nc -w 3 ${address} 80 2>&1; read b _ </proc/uptime; ` +
   'a=${a%.*}${a#*.}; b=${b%.*}${b#*.}; echo "inner_ms=$(( (b - a) * 10 ))"';
 
-/** One container on `network` asks for the credentials and times its own attempt. */
-export async function timedProbe(lab: Lab, network: string): Promise<TimedProbe> {
-  const t0 = performance.now();
-  const r = await lab.docker(['run', '--rm', '--pull', 'never', '--network', network, LAB_IMAGE, 'sh', '-c', TIMED_NC], { timeoutMs: 60_000 });
-  const ms = performance.now() - t0;
-  const output = r.stdout + r.stderr;
+function timed(output: string, ms: number): TimedProbe {
   const inner = /inner_ms=(\d+)/.exec(output)?.[1];
   return { gotCredentials: output.includes(CRED_MARKER), refused: /Connection refused/.test(output), innerMs: inner === undefined ? Number.NaN : Number(inner), ms, output };
+}
+
+export interface TimedProbeOptions {
+  /** The endpoint address to ask (default the IPv4 one; MD_ADDR6 for IPv6). */
+  readonly address?: string;
+  /** More `docker run` flags (a label, a --cgroup-parent). */
+  readonly runArgs?: readonly string[];
+}
+
+/** One container on `network` (`host` for a host-network one) asks for the credentials and times its own attempt. */
+export async function timedProbe(lab: Lab, network: string, opts: TimedProbeOptions = {}): Promise<TimedProbe> {
+  const t0 = performance.now();
+  const r = await lab.docker(['run', '--rm', '--pull', 'never', '--network', network, ...(opts.runArgs ?? []), LAB_IMAGE, 'sh', '-c', timedNc(opts.address ?? MD_ADDR)], { timeoutMs: 60_000 });
+  return timed(r.stdout + r.stderr, performance.now() - t0);
+}
+
+/** The same attempt made by `docker exec` in a running container (a new socket in its cgroup and namespace). */
+export async function timedExec(lab: Lab, container: string, address: string = MD_ADDR): Promise<TimedProbe> {
+  const t0 = performance.now();
+  const r = await lab.docker(['exec', container, 'sh', '-c', timedNc(address)], { timeoutMs: 60_000 });
+  return timed(r.stdout + r.stderr, performance.now() - t0);
 }
 
 /** Wall time of `docker run --rm` of a container that does nothing: what a probe costs besides its request. */
@@ -374,6 +414,8 @@ export interface AgentSuite {
   lab(): Lab;
   /** The agent, started now if it is not running yet. */
   agent(): Promise<Agent>;
+  /** Stops the agent (SIGTERM, rules stay) if one runs; the next `agent()` starts a new one, with `next` as its options when given. */
+  stopAgent(next?: AgentOptions): Promise<void>;
 }
 
 export interface SuiteOptions {
@@ -406,5 +448,11 @@ export function agentSuite(name: string, opts: SuiteOptions = {}): AgentSuite {
     await agent?.then((a) => a.stop()).catch(() => {});
     await lab?.down();
   });
-  return { skip, lab: theLab, agent: theAgent };
+  const stopAgent = async (next?: AgentOptions): Promise<void> => {
+    const running = agent;
+    agent = undefined;
+    if (next !== undefined) agentOptions = next;
+    if (running !== undefined) await (await running).stop();
+  };
+  return { skip, lab: theLab, agent: theAgent, stopAgent };
 }

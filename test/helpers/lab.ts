@@ -34,6 +34,8 @@ export interface Lab {
   inHost(cmd: string, args: readonly string[], opts?: { input?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number }): Promise<ProcResult>;
   /** One container on `network` asks the metadata server for the fake role credentials. */
   probe(network: string): Promise<ProbeResult>;
+  /** The same over IPv6, to [fd00:ec2::254]:80 (the network must have IPv6; the lab serves the same files there). */
+  probe6(network: string): Promise<ProbeResult>;
   /** The same from a `--network host` container (its packets take the host's OUTPUT chain). */
   probeHost(): Promise<ProbeResult>;
   /** The same from a plain process in the lab host's network namespace, outside Docker's cgroups. */
@@ -152,6 +154,7 @@ export async function startLab(name = 'lab', opts: { reuse?: boolean } = {}): Pr
       runProc('nsenter', [`--net=/run/netns/${netns}`, cmd, ...args], { input: o.input, env: o.env, timeoutMs: o.timeoutMs }),
     cgroupParent: required(env, 'LAB_CGROUP_PARENT', dir),
     probe: (network) => probeBy(['probe', network, name]),
+    probe6: (network) => probeBy(['probe6', network, name]),
     probeHost: () => probeBy(['probe-host', name]),
     probeHostProcess: () => probeBy(['probe-host-process', name]),
     probeJoin: (container) => probeBy(['probe-join', container, name]),
