@@ -3,7 +3,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type Netns, type RunOptions, type RunResult, createNetns } from './netns.js';
+import { type Backend, type Family, type Netns, type RunOptions, type RunResult, createNetns } from './netns.js';
 
 export const REPO = fileURLToPath(new URL('../..', import.meta.url));
 export const CLI = join(REPO, 'dist', 'cli.js');
@@ -13,8 +13,44 @@ export function fixture(name: string): string {
   return readFileSync(join(REPO, 'test', 'fixtures', name), 'utf8');
 }
 
-/** Our PREROUTING jump as iptables-save prints it. */
+/** Our jumps as iptables-save prints them: nat PREROUTING, filter FORWARD (backstop), filter OUTPUT (host-network). */
 export const JUMP_LINE = '-A PREROUTING -m comment --comment "imds-guard: metadata endpoint protection" -j IMDS-GUARD';
+export const FWD_JUMP_LINE = '-A FORWARD -m comment --comment "imds-guard: metadata endpoint protection" -j IMDS-GUARD-FWD';
+export const OUT_JUMP_LINE = '-A OUTPUT -m comment --comment "imds-guard: metadata endpoint protection" -j IMDS-GUARD-OUT';
+
+/** What `saveTable(ns, f, b, 'filter')` returns in a namespace nobody has touched. */
+export const FRESH_FILTER = `*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+COMMIT
+`;
+
+export type TableName = 'nat' | 'filter' | 'raw';
+
+/** The iptables tool of one family and backend: tool('ipv6', 'legacy', '-save') is ip6tables-legacy-save. */
+export const tool = (family: Family, backend: Backend, verb: '' | '-save' | '-restore' = ''): string =>
+  `${family === 'ipv4' ? 'iptables' : 'ip6tables'}-${backend}${verb}`;
+
+/** `iptables-save -t TABLE` of one family and backend without its `#` lines: what a byte-for-byte comparison uses. */
+export function saveTable(ns: Netns, family: Family, backend: Backend, table: TableName): string {
+  return ns.check(tool(family, backend, '-save'), ['-t', table]).split('\n').filter((l) => !l.startsWith('#')).join('\n');
+}
+
+/** The nat section, then the filter section (a fixed order: legacy saves tables in the order they were loaded). */
+export function saveNatFilter(ns: Netns, family: Family, backend: Backend): string {
+  return saveTable(ns, family, backend, 'nat') + saveTable(ns, family, backend, 'filter');
+}
+
+/** The `-A ...` lines of one table. */
+export function tableRules(ns: Netns, family: Family, backend: Backend, table: TableName): string[] {
+  return saveTable(ns, family, backend, table).split('\n').filter((l) => l.startsWith('-A '));
+}
+
+/** `iptables -t TABLE ARGS` of one family and backend inside the namespace; throws on failure. */
+export function ipt(ns: Netns, family: Family, backend: Backend, table: TableName, args: readonly string[]): void {
+  ns.check(tool(family, backend), ['-t', table, ...args]);
+}
 
 function newestMtime(dir: string): number {
   let newest = 0;
@@ -41,7 +77,8 @@ const RESTORE_TOOLS = ['iptables-nft-restore', 'iptables-legacy-restore', 'ip6ta
 /**
  * A host for the CLI: temp directories for the boot script, OpenRC and state, plus a
  * PATH shim that records every iptables-restore the CLI runs (tool name and payload)
- * before handing it to the real binary, so a test can prove "nothing written".
+ * before handing it to the real binary, so a test can prove "nothing written" (a `--test`
+ * run, which commits nothing, is passed through unrecorded).
  */
 export interface Host {
   readonly root: string;
@@ -51,12 +88,24 @@ export interface Host {
   readonly stateDir: string;
   readonly shimDir: string;
   readonly restoreLog: string;
-  /** CLI flags pointing everything at this host's directories, Docker off. */
+  /**
+   * CLI flags pointing everything at this host's directories, Docker off, host-network
+   * coverage off. Without Docker the container parent defaults to /docker when that cgroup
+   * exists on the machine, which would make the filter OUTPUT chain depend on the machine;
+   * tests of OUTPUT use baseArgs with an explicit --cgroup-parent of a throwaway cgroup.
+   */
   readonly args: readonly string[];
+  /** args without --no-host-network. */
+  readonly baseArgs: readonly string[];
   /** The environment the CLI runs with: the shim first on PATH, no IMDS_GUARD_* from the caller. */
   readonly env: NodeJS.ProcessEnv;
   /** Restores recorded so far, oldest first. */
   restores(): { tool: string; payload: string }[];
+  /**
+   * Puts an executable `name` with this shell body first on the CLI's PATH, in place of the
+   * real tool (or of its recording shim): a tool that fails, for fail-closed tests.
+   */
+  stub(name: string, body: string): void;
   destroy(): void;
 }
 
@@ -77,8 +126,10 @@ export function createHost(): Host {
   mkdirSync(shimDir);
   mkdirSync(restoreLog);
   for (const name of RESTORE_TOOLS) {
+    // `--test` runs (the cgroup match probe) parse a payload and commit nothing: not a write.
     const script = [
       '#!/bin/sh',
+      `case " $* " in *" --test "*) exec ${realPath(name)} "$@" ;; esac`,
       `n=$(ls "${restoreLog}" | wc -l)`,
       `f="${restoreLog}/$(printf %04d "$n")-${name}"`,
       'cat > "$f"',
@@ -91,6 +142,7 @@ export function createHost(): Host {
   env.PATH = `${shimDir}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`;
   const openrcRoot = join(root, 'runlevels');
   const stateDir = join(root, 'state');
+  const baseArgs = ['--no-docker', '--boot-script-dir', bootScriptDir, '--openrc-root', openrcRoot, '--state-dir', stateDir];
   return {
     root,
     bootScriptDir,
@@ -99,9 +151,11 @@ export function createHost(): Host {
     stateDir,
     shimDir,
     restoreLog,
-    args: ['--no-docker', '--boot-script-dir', bootScriptDir, '--openrc-root', openrcRoot, '--state-dir', stateDir],
+    args: [...baseArgs, '--no-host-network'],
+    baseArgs,
     env,
     restores: () => readdirSync(restoreLog).sort().map((f) => ({ tool: f.replace(/^\d+-/, ''), payload: readFileSync(join(restoreLog, f), 'utf8') })),
+    stub: (name, body) => writeFileSync(join(shimDir, name), `#!/bin/sh\n${body}\n`, { mode: 0o755 }),
     destroy: () => rmSync(root, { recursive: true, force: true }),
   };
 }
@@ -127,11 +181,32 @@ export function freshHost(t: { after(fn: () => void): void }, tag: string): { ns
   return { ns, host };
 }
 
-/** The findings of an `audit --format json` run. */
+export interface FindingJson {
+  readonly id: string;
+  readonly kind: string;
+  readonly status: string;
+  readonly severity: string;
+  readonly message: string;
+  readonly family?: string;
+  readonly backend?: string;
+  readonly table?: string;
+  readonly chain?: string;
+  readonly interface?: string;
+  readonly endpoint?: string;
+  readonly evidence: string[];
+  readonly remediation?: string;
+}
+
+/** An `audit --format json` report (README: schemaVersion 1). */
 export interface AuditJson {
+  readonly schemaVersion: number;
   readonly protected: boolean;
   readonly backend: string;
-  readonly findings: readonly { id: string; kind: string; status: string; family?: string; backend?: string; evidence: string[]; remediation?: string }[];
+  readonly endpoints: { readonly list: string[]; readonly chosen: string; readonly cloud: string | null; readonly reason: string };
+  readonly allow: string[];
+  readonly networks: unknown[];
+  readonly summary: Record<'pass' | 'fail' | 'warn' | 'info', number>;
+  readonly findings: readonly FindingJson[];
 }
 
 export function parseAudit(r: RunResult): AuditJson {
@@ -142,7 +217,7 @@ export function parseAudit(r: RunResult): AuditJson {
   }
 }
 
-/** Kinds of the failing findings, sorted, e.g. ["jump-not-first", "foreign-undermining"]. */
+/** The failing findings as sorted "family table/chain kind" lines, e.g. "ipv4 nat/PREROUTING jump-missing". */
 export function failingKinds(a: AuditJson): string[] {
-  return a.findings.filter((f) => f.status === 'fail').map((f) => `${f.family ?? '-'} ${f.kind}`).sort();
+  return a.findings.filter((f) => f.status === 'fail').map((f) => `${f.family ?? '-'} ${f.table ?? '-'}/${f.chain ?? '-'} ${f.kind}`).sort();
 }
