@@ -40,9 +40,20 @@ describe('OpenRC service under openrc-init', { skip: skipWithout(...needs), time
     assert.ok(sys, 'the system did not boot');
     return sys;
   };
-  const childPid = (): number => Number(os().sh('cat /run/openrc/options/imds-guard/child_pid').stdout.trim());
+  // Each reader fails when its command does: a failed spawn must not read as 0 on both
+  // sides of a comparison.
+  const childPid = (): number => {
+    const pid = Number(os().sh('cat /run/openrc/options/imds-guard/child_pid').stdout.trim());
+    assert.ok(Number.isInteger(pid) && pid > 1, `supervise-daemon names no agent process (child_pid ${pid})`);
+    return pid;
+  };
   const alive = (pid: number): boolean => pid > 0 && os().sh(`kill -0 ${pid}`).status === 0;
-  const events = (name: string): number => os().sh(`grep -c '"event":"${name}"' ${LOG}`).stdout.trim().split('\n').map(Number)[0] ?? 0;
+  const events = (name: string): number => {
+    // grep -c: exit 1 is "none" (count 0), 2 an error (no log).
+    const r = os().sh(`grep -c '"event":"${name}"' ${LOG}`);
+    assert.ok(r.status === 0 || r.status === 1, `cannot read ${LOG}: ${r.stderr}`);
+    return Number(r.stdout.trim());
+  };
   const status = (): number | null => os().sh('rc-service imds-guard status').status;
 
   before(async () => {
@@ -87,8 +98,8 @@ describe('OpenRC service under openrc-init', { skip: skipWithout(...needs), time
     const old = childPid();
     assert.equal(os().sh(`kill -KILL ${old}`).status, 0);
     await os().waitFor('a new agent process', () => {
-      const pid = childPid();
-      return pid !== old && alive(pid);
+      const pid = Number(os().sh('cat /run/openrc/options/imds-guard/child_pid').stdout.trim());
+      return pid > 1 && pid !== old && alive(pid);
     }, RESPAWN_WAIT_MS);
     assert.ok(!alive(old));
     assert.equal(status(), 0);
@@ -121,6 +132,7 @@ describe('OpenRC service under openrc-init', { skip: skipWithout(...needs), time
   test('stop ends the agent with SIGTERM within seconds and leaves the protection in place', () => {
     const pid = childPid();
     const supervisor = Number(os().sh(`ps -o ppid= -p ${pid}`).stdout.trim());
+    assert.ok(supervisor > 1, `no supervise-daemon above the agent (ppid ${supervisor})`);
     const t0 = Date.now();
     const r = os().sh('rc-service imds-guard stop');
     const took = Date.now() - t0;

@@ -104,9 +104,28 @@ describe('systemd unit under a real systemd', { skip: skipWithout(...bootNeeds),
     assert.ok(sys, 'the system did not boot');
     return sys;
   };
-  const show = (prop: string): string => os().sh(`systemctl show -p ${prop} --value imds-guard`).stdout.trim();
-  const mainPid = (): number => Number(show('MainPID'));
-  const journal = (): string => os().sh('journalctl -u imds-guard --no-pager -o cat').stdout;
+  // Each reader fails when its command does: a failed spawn must not read as "0" or "" on
+  // both sides of a comparison.
+  const show = (prop: string): string => {
+    const r = os().sh(`systemctl show -p ${prop} --value imds-guard`);
+    assert.equal(r.status, 0, `systemctl show -p ${prop}: ${r.stderr}`);
+    return r.stdout.trim();
+  };
+  const mainPid = (): number => {
+    const pid = Number(show('MainPID'));
+    assert.ok(Number.isInteger(pid) && pid > 0, `imds-guard has no main process (MainPID=${pid})`);
+    return pid;
+  };
+  const restarts = (): number => {
+    const n = Number(show('NRestarts'));
+    assert.ok(Number.isInteger(n), `NRestarts=${n}`);
+    return n;
+  };
+  const journal = (): string => {
+    const r = os().sh('journalctl -u imds-guard --no-pager -o cat');
+    assert.equal(r.status, 0, `journalctl: ${r.stderr}`);
+    return r.stdout;
+  };
   const count = (text: string, needle: string): number => text.split(needle).length - 1;
   const setConfig = (yaml: string): void => {
     os().sh(`printf '%s' '${yaml}' >/etc/imds-guard/config.yaml`);
@@ -224,11 +243,11 @@ describe('systemd unit under a real systemd', { skip: skipWithout(...bootNeeds),
 
   test('a killed agent is restarted (Restart=on-failure, RestartSec=5s)', async () => {
     const pid = mainPid();
-    const restarts = Number(show('NRestarts'));
+    const before = restarts();
     const started = count(journal(), '"event":"started"');
     os().sh(`kill -KILL ${pid}`);
-    await os().waitFor('a restarted agent', () => show('ActiveState') === 'active' && mainPid() !== pid && mainPid() > 0, 20_000);
-    assert.equal(Number(show('NRestarts')), restarts + 1);
+    await os().waitFor('a restarted agent', () => show('ActiveState') === 'active' && Number(show('MainPID')) !== pid && Number(show('MainPID')) > 0, 20_000);
+    assert.equal(restarts(), before + 1);
     // Type=exec is active as soon as node is exec'd; the next test's SIGTERM must find
     // the agent's handlers installed.
     await os().waitFor('the restarted agent\'s "started" log line', () => count(journal(), '"event":"started"') === started + 1, 15_000);
@@ -251,11 +270,11 @@ describe('systemd unit under a real systemd', { skip: skipWithout(...bootNeeds),
     try {
       os().sh('systemctl start imds-guard');
       await os().waitFor('the failed state', () => show('ActiveState') === 'failed', 15_000);
-      const restarts = Number(show('NRestarts'));
+      const failedAt = restarts();
       assert.equal(show('ExecMainStatus'), '2');
       await sleep(7_000); // longer than RestartSec
       assert.equal(show('ActiveState'), 'failed');
-      assert.equal(Number(show('NRestarts')), restarts);
+      assert.equal(restarts(), failedAt);
     } finally {
       setConfig(goodConfig);
     }
