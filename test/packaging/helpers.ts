@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { type Capability, MissingCapabilityError, capability } from '../helpers/capability.js';
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -19,15 +20,16 @@ export function run(cmd: string, args: readonly string[], timeoutMs = 60_000): R
 }
 
 export function commandExists(name: string): boolean {
-  return run('sh', ['-c', `command -v ${name}`]).status === 0;
+  return run('sh', ['-c', 'command -v "$0"', name]).status === 0;
 }
 
 /**
  * The agent the service tests run: IMDS_GUARD_BIN (a package's dist/cli.js, or any
- * executable), else this checkout's built dist/cli.js, else the test stand-in.
+ * executable), else this checkout's built dist/cli.js; null when neither is there.
  * A directory means a package (package.json and dist/, which is self-contained).
+ * There is no stand-in: a service test proves the unit runs the real agent.
  */
-export function agentUnderTest(): { path: string; label: string } {
+export function agentUnderTest(): { path: string; label: string } | null {
   const packageOf = (cli: string): string | null => {
     const pkg = resolve(dirname(cli), '..');
     return basename(dirname(cli)) === 'dist' && existsSync(join(pkg, 'package.json')) ? pkg : null;
@@ -39,7 +41,25 @@ export function agentUnderTest(): { path: string; label: string } {
   }
   const built = join(REPO, 'dist/cli.js');
   if (existsSync(built) && packageOf(built) !== null) return { path: REPO, label: 'the built dist/cli.js' };
-  return { path: join(REPO, 'test/packaging/fixtures/imds-guard-stand-in'), label: 'the test stand-in (no dist/cli.js built)' };
+  return null;
+}
+
+/** The agent as a capability: in CI (install-deps builds it) a missing one fails the test. */
+export const BUILT_AGENT: Capability = capability('a built agent', agentUnderTest() !== null, 'no dist/cli.js (npm run build) and no IMDS_GUARD_BIN');
+
+/** The agent, or a failure naming what is missing (call after requireCapabilities(BUILT_AGENT)). */
+export function theAgent(): { path: string; label: string } {
+  const a = agentUnderTest();
+  if (a === null) throw new MissingCapabilityError(BUILT_AGENT);
+  return a;
+}
+
+/** Root, for namespaces, chroot, debootstrap and mounts. */
+export const ROOT: Capability = capability('root', process.getuid?.() === 0, 'needs root (namespaces, chroot, debootstrap)');
+
+/** The commands, each as a capability ("X is not installed"). */
+export function commands(...names: readonly string[]): Capability[] {
+  return names.map((n) => capability(n, commandExists(n), `${n} is not installed (bash scripts/install-deps test)`));
 }
 
 /**
@@ -59,10 +79,13 @@ export class BootedSystem {
     this.exited = new Promise((resolve) => proc.once('exit', (code) => resolve(code)));
   }
 
-  /** Runs `cmd args… SCRIPT BASE WORK AGENT` and waits for the script's "ready PID" line. */
-  static async boot(cmd: string, args: readonly string[], script: string, base: string, agent: string): Promise<BootedSystem> {
-    const work = mkdtempSync(join(tmpdir(), 'imds-guard-boot-'));
-    const proc = spawn(cmd, [...args, 'sh', join(REPO, 'test/packaging', script), base, work, agent], { stdio: ['ignore', 'pipe', 'pipe'] });
+  /**
+   * Runs `cmd args… SCRIPT BASE WORK AGENT [extra…]` and waits for the script's "ready PID"
+   * line. WORK is new, or `opts.work` to boot again what an earlier system left there.
+   */
+  static async boot(cmd: string, args: readonly string[], script: string, base: string, agent: string, opts: { work?: string; extra?: readonly string[] } = {}): Promise<BootedSystem> {
+    const work = opts.work ?? mkdtempSync(join(tmpdir(), 'imds-guard-boot-'));
+    const proc = spawn(cmd, [...args, 'sh', join(REPO, 'test/packaging', script), base, work, agent, ...(opts.extra ?? [])], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let sys: BootedSystem | undefined;
     const onData = (d: Buffer): void => {
@@ -114,8 +137,8 @@ export class BootedSystem {
     return Promise.race([this.exited, sleep(timeoutMs).then(() => 'timeout' as const)]);
   }
 
-  /** Whatever happened before: nothing of this system may outlive the test. */
-  async destroy(): Promise<void> {
+  /** Whatever happened before: nothing of this system may outlive the test. `keepWork`: its files stay, for another boot. */
+  async destroy(opts: { keepWork?: boolean } = {}): Promise<void> {
     if (this.proc.exitCode === null && this.proc.signalCode === null) {
       try {
         process.kill(this.hostPid, 'SIGKILL'); // PID 1 of the pid namespace: every process in it goes too
@@ -124,7 +147,7 @@ export class BootedSystem {
       }
       await Promise.race([this.exited, sleep(10_000)]);
     }
-    rmSync(this.work, { recursive: true, force: true });
+    if (opts.keepWork !== true) rmSync(this.work, { recursive: true, force: true });
   }
 }
 

@@ -13,11 +13,9 @@ overlay_root() {
 	mount -t overlay overlay -o "lowerdir=$1,upperdir=$2/upper,workdir=$2/overlay-work" "$2/root"
 	"$repo/scripts/openrc-rootfs" install-agent "$2/root" "$3"
 	mkdir -p "$2/root/etc/imds-guard"
-	if [ -d "$3" ]; then
-		# The real agent: no Docker daemon runs here, so it protects the default
-		# interface names (docker0, docker_gwbridge, br-+) without asking for bridges.
-		printf 'docker: false\n' >"$2/root/etc/imds-guard/config.yaml"
-	fi
+	# No Docker daemon runs here: the agent installs its catch-all and backstop
+	# without asking Docker (they cover every container whatever its network).
+	printf 'docker: false\n' >"$2/root/etc/imds-guard/config.yaml"
 }
 
 # mount_api_filesystems ROOT: /proc, a minimal /dev (the usual character devices,

@@ -8,7 +8,9 @@
 // `host` network is the lab's namespace, not this machine's; test 2 proves that before
 // the agent exists, and test 3 that the agent's PID 1 sits there. The stack's bind
 // mounts are pointed, through its variables, at the lab's socket and a local.d under the
-// lab directory. /host/run stays this machine's /run (the lab shares the filesystem):
+// lab directory, and the agent at the lab's container parent cgroup (LAB_CGROUP_PARENT).
+// The agent covers every container: a catch-all per endpoint in nat PREROUTING, a filter
+// FORWARD backstop, and filter OUTPUT rules for host-network containers by cgroup. /host/run stays this machine's /run (the lab shares the filesystem):
 // that is where the lab's dockerd and iptables take the xtables lock, and the most the
 // agent's iptables-legacy would do there is create /run/xtables.lock, the standard path
 // (the lab's rules are nft, so here it does not even do that).
@@ -18,6 +20,7 @@ import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { after, before, test } from 'node:test';
+import { type Capability, capability, requireCapabilities, skipWithout } from '../helpers/capability.js';
 import { CLI, JUMP_LINE, REPO } from '../helpers/cli.js';
 import { LAB_NETWORKS, type Lab, labAvailable, startLab } from '../helpers/lab.js';
 import { runProc } from '../helpers/proc.js';
@@ -37,22 +40,19 @@ const STOP_GRACE_MS = 5_000;
 // A first run debootstraps the base (minutes, from the Debian mirror); later runs reuse .cache/agent-base.
 const ASSEMBLY_TIMEOUT_MS = 900_000;
 
-function skipReason(): string | false {
-  const lab = labAvailable();
-  if (!lab.ok) return lab.why ?? 'the lab cannot run here';
-  for (const bin of ['flock', 'iptables-save', 'ip6tables-save']) {
-    if (spawnSync('sh', ['-c', `command -v ${bin}`]).status !== 0) return `${bin} is not installed`;
-  }
-  if (!existsSync(join(REPO, '.cache/agent-base/.complete')) && spawnSync('sh', ['-c', 'command -v debootstrap']).status !== 0) {
-    return 'debootstrap is not installed and no agent base is cached (scripts/install-deps test)';
-  }
-  return false;
-}
-const skip = skipReason();
+const onPath = (bin: string): boolean => spawnSync('sh', ['-c', 'command -v "$0"', bin]).status === 0;
+const lab0 = labAvailable();
+const needs: Capability[] = [
+  capability('the lab', lab0.ok, lab0.why ?? 'the lab cannot run here'),
+  ...['flock', 'iptables-save', 'ip6tables-save'].map((bin) => capability(bin, onPath(bin), `${bin} is not installed (bash scripts/install-deps test)`)),
+  capability('debootstrap', existsSync(join(REPO, '.cache/agent-base/.complete')) || onPath('debootstrap'), 'debootstrap is not installed and no agent base is cached (bash scripts/install-deps test)'),
+];
+const skip = skipWithout(...needs);
+const JUMP_COMMENT = '-m comment --comment "imds-guard: metadata endpoint protection"';
 
-/** This machine's nat rules as iptables-save prints them, minus comments and counters. */
-function rootNat(tool: 'iptables-save' | 'ip6tables-save'): string {
-  const r = spawnSync(tool, ['-t', 'nat'], { encoding: 'utf8' });
+/** This machine's nat and filter rules as iptables-save prints them, minus comments and counters. */
+function rootRules(tool: 'iptables-save' | 'ip6tables-save'): string {
+  const r = spawnSync(tool, [], { encoding: 'utf8' });
   return String(r.stdout).split('\n').filter((l) => !l.startsWith('#')).map((l) => l.replace(/\[\d+:\d+\]/g, '[0:0]')).join('\n');
 }
 
@@ -76,7 +76,7 @@ function durationNs(text: string): number {
 
 let lab: Lab | undefined;
 let localD = '';
-let natBefore = { v4: '', v6: '' };
+let rulesBefore = { v4: '', v6: '' };
 let clis: DockerCli[] = [];
 let deployed = false;
 let agent = '';
@@ -84,7 +84,8 @@ const timings: Record<string, number> = {};
 
 before(async () => {
   if (skip !== false) return;
-  natBefore = { v4: rootNat('iptables-save'), v6: rootNat('ip6tables-save') };
+  requireCapabilities(...needs);
+  rulesBefore = { v4: rootRules('iptables-save'), v6: rootRules('ip6tables-save') };
   lab = await startLab(LAB_NAME);
   localD = join(lab.dir, 'local.d');
   mkdirSync(localD);
@@ -110,11 +111,13 @@ function stackVars(l: Lab): Record<string, string> {
     IMDS_GUARD_DOCKER_SOCKET: l.dockerHost.replace(/^unix:\/\//, ''),
     IMDS_GUARD_LOCAL_D: localD,
     IMDS_GUARD_DRIFT_SCHEDULE: DRIFT_SCHEDULE,
+    // The lab's dockerd puts containers under this, not Docker's default /docker.
+    IMDS_GUARD_CGROUP_PARENT: l.cgroupParent,
   };
 }
 
-async function natOfLab(l: Lab, tool: 'iptables-nft-save' | 'ip6tables-nft-save'): Promise<string> {
-  const r = await l.inHost(tool, ['-t', 'nat']);
+async function natOfLab(l: Lab, tool: 'iptables-nft-save' | 'ip6tables-nft-save', table: 'nat' | 'filter' = 'nat'): Promise<string> {
+  const r = await l.inHost(tool, ['-t', table]);
   assert.equal(r.code, 0, r.stderr);
   return r.stdout;
 }
@@ -167,6 +170,8 @@ test('the lab\'s "host" network is the lab\'s namespace, and every lab network r
     const p = await l.probe(network);
     assert.ok(p.gotCredentials, `no credentials through ${network} before the deploy:\n${p.output}`);
   }
+  const host = await l.probeHost();
+  assert.ok(host.gotCredentials, `no credentials from a host-network container before the deploy:\n${host.output}`);
 });
 
 test('docker stack deploy runs one agent task per node, PID 1 in the lab\'s host namespace, with NET_ADMIN and the lab\'s mounts', { skip, timeout: 120_000 }, async (t) => {
@@ -198,6 +203,7 @@ test('docker stack deploy runs one agent task per node, PID 1 in the lab\'s host
   assert.equal(mounts['/host/local.d'], localD);
   assert.equal(mounts['/host/run'], '/run');
   assert.ok(spec.TaskTemplate.ContainerSpec.Env.includes(`IMDS_GUARD_DRIFT_SCHEDULE=${DRIFT_SCHEDULE}`));
+  assert.ok(spec.TaskTemplate.ContainerSpec.Env.includes(`IMDS_GUARD_CGROUP_PARENT=${l.cgroupParent}`));
 
   const nodes = (await l.docker(['node', 'ls', '-q'])).stdout.trim().split('\n');
   const tasks = await desiredRunningTasks(l, SERVICE);
@@ -224,19 +230,31 @@ test('docker stack deploy runs one agent task per node, PID 1 in the lab\'s host
   }
 });
 
-test('the agent puts its rules in the nft backend, where Docker\'s chains are, and writes the boot script to the mounted local.d', { skip }, async () => {
+test('the agent puts its rules in the nft backend, where Docker\'s chains are: nat catch-all, FORWARD backstop, OUTPUT by cgroup; and writes the boot script to the mounted local.d', { skip }, async () => {
   const l = theLab();
-  const applied = (await containerLog(l, agent)).filter((x) => x.msg === 'applied nat transaction');
+  const applied = (await containerLog(l, agent)).filter((x) => x.msg === 'applied transaction');
   assert.deepEqual([...new Set(applied.map((x) => x.backend))], ['nft']);
+  assert.deepEqual([...new Set(applied.map((x) => `${String(x.table)} ${String(x.family)}`))].sort(), ['filter ipv4', 'filter ipv6', 'nat ipv4', 'nat ipv6']);
   const audit = await l.docker(['exec', agent, 'node', '/opt/imds-guard/dist/cli.js', 'audit', '--format', 'json']);
   assert.equal(audit.code, 0, audit.stdout + audit.stderr);
   const report = JSON.parse(audit.stdout) as { protected: boolean; backend: string; findings: { kind: string; message: string }[] };
   assert.equal(report.protected, true);
   assert.equal(report.backend, 'nft');
   assert.match(report.findings.find((f) => f.kind === 'backend')?.message ?? '', /Docker's nat chains are in the nft backend/);
-  assert.ok((await natOfLab(l, 'iptables-nft-save')).includes(JUMP_LINE));
-  assert.ok((await natOfLab(l, 'ip6tables-nft-save')).includes(JUMP_LINE));
-  assert.match(readFileSync(join(localD, 'imds-guard.start'), 'utf8'), /IMDS-GUARD/);
+  const parent = l.cgroupParent.replace(/[.]/g, '\\.');
+  for (const tool of ['iptables-nft-save', 'ip6tables-nft-save'] as const) {
+    const nat = await natOfLab(l, tool);
+    assert.ok(nat.includes(JUMP_LINE), `${tool}: no nat jump\n${nat}`);
+    assert.match(nat, /^-A IMDS-GUARD -d \S+ -p tcp -m tcp --dport 80 -m comment --comment "?imds-guard:\S+ -j REDIRECT --to-ports 1$/m, `${tool}: no catch-all\n${nat}`);
+    assert.doesNotMatch(nat, /-A IMDS-GUARD .*-i /, `${tool}: a per-interface rule in the nat chain\n${nat}`);
+    const filter = await natOfLab(l, tool, 'filter');
+    assert.ok(filter.includes(`-A FORWARD ${JUMP_COMMENT} -j IMDS-GUARD-FWD`), `${tool}: no backstop jump\n${filter}`);
+    assert.match(filter, /^-A IMDS-GUARD-FWD -d \S+ -p tcp -m tcp --dport 80 .*-j REJECT --reject-with tcp-reset$/m, `${tool}: no backstop\n${filter}`);
+    assert.ok(filter.includes(`-A OUTPUT ${JUMP_COMMENT} -j IMDS-GUARD-OUT`), `${tool}: no host-network jump\n${filter}`);
+    assert.match(filter, new RegExp(`^-A IMDS-GUARD-OUT -d \\S+ -p tcp -m tcp --dport 80 -m cgroup --path ${parent} .*-j REJECT --reject-with tcp-reset$`, 'm'), `${tool}: no parent rule for ${l.cgroupParent}\n${filter}`);
+  }
+  const boot = readFileSync(join(localD, 'imds-guard.start'), 'utf8');
+  for (const chain of ['IMDS-GUARD', 'IMDS-GUARD-FWD', 'IMDS-GUARD-OUT']) assert.match(boot, new RegExp(`^-I \\w+ 1 .*-j ${chain}$`, 'm'), `the boot script has no jump to ${chain}`);
 });
 
 for (const network of LAB_NETWORKS) {
@@ -246,6 +264,14 @@ for (const network of LAB_NETWORKS) {
     assert.equal(p.refused, true, p.output);
   });
 }
+
+test('with the service running, a host-network container is refused the endpoint and a host process is not', { skip }, async () => {
+  const host = await theLab().probeHost();
+  assert.equal(host.gotCredentials, false, host.output);
+  assert.equal(host.refused, true, host.output);
+  const process = await theLab().probeHostProcess();
+  assert.equal(process.gotCredentials, true, `the host's own process lost the endpoint:\n${process.output}`);
+});
 
 test('the image\'s iptables-legacy takes the xtables lock at XTABLES_LOCKFILE under the mounted /host/run', { skip, timeout: 60_000 }, async () => {
   // In a container of its own (--network none: a throwaway namespace, so no legacy table
@@ -304,11 +330,10 @@ test('a flushed IMDS-GUARD chain shows up in docker service logs as drift and is
   t.diagnostic(`flush to repair: ${timings.tamperToRepair} ms (drift schedule ${DRIFT_SCHEDULE})`);
   assert.ok(timings.tamperToRepair < 5_000, `repaired ${timings.tamperToRepair} ms after the flush`);
   assert.deepEqual(repaired.reasons, ['drift-check']);
+  // Only the IPv4 nat chain was flushed: every drift line says so, and names the missing rules.
   const drift = (await agentLogSince(l, since.toISOString())).filter((x) => x.event === 'drift');
-  assert.ok(drift.length > 0, 'no "event":"drift" line after the tamper');
-  assert.deepEqual([...new Set(drift.map((x) => x.kind))], ['rule-missing']);
-  assert.deepEqual([...new Set(drift.map((x) => x.backend))], ['nft']);
-  assert.match((await natOfLab(l, 'iptables-nft-save')), /-A IMDS-GUARD .*-i br-\+/);
+  assert.deepEqual([...new Set(drift.map((x) => `${String(x.kind)} ${String(x.backend)} ${String(x.family)} ${String(x.chain)}`))], ['rule-missing nft ipv4 IMDS-GUARD']);
+  assert.match((await natOfLab(l, 'iptables-nft-save')), /^-A IMDS-GUARD -d 169\.254\.169\.254\/32 -p tcp -m tcp --dport 80 .*-j REDIRECT --to-ports 1$/m);
   const p = await l.probe('lab-user');
   assert.equal(p.refused, true, p.output);
 });
@@ -351,16 +376,20 @@ test('imds-guard remove --no-docker in the lab\'s namespace deletes the rules an
   const env = labCliEnv(l);
   const r = await l.inHost(process.execPath, [CLI, 'remove', '--no-docker', '--boot-script-dir', localD], { env });
   assert.equal(r.code, 0, r.stdout + r.stderr);
-  assert.doesNotMatch(await natOfLab(l, 'iptables-nft-save'), /IMDS-GUARD/);
-  assert.doesNotMatch(await natOfLab(l, 'ip6tables-nft-save'), /IMDS-GUARD/);
+  for (const tool of ['iptables-nft-save', 'ip6tables-nft-save'] as const) {
+    assert.doesNotMatch(await natOfLab(l, tool), /IMDS-GUARD/);
+    assert.doesNotMatch(await natOfLab(l, tool, 'filter'), /IMDS-GUARD/);
+  }
   assert.equal(existsSync(join(localD, 'imds-guard.start')), false);
   for (const network of ['lab-user', 'lab-custom', 'lab-overlay']) {
     const p = await l.probe(network);
     assert.ok(p.gotCredentials, `${network} still blocked after remove:\n${p.output}`);
   }
+  const host = await l.probeHost();
+  assert.ok(host.gotCredentials, `a host-network container still blocked after remove:\n${host.output}`);
 });
 
-test('this machine\'s own nat table is unchanged', { skip }, () => {
-  assert.equal(rootNat('iptables-save'), natBefore.v4);
-  assert.equal(rootNat('ip6tables-save'), natBefore.v6);
+test('this machine\'s own nat and filter tables are unchanged', { skip }, () => {
+  assert.equal(rootRules('iptables-save'), rulesBefore.v4);
+  assert.equal(rootRules('ip6tables-save'), rulesBefore.v6);
 });
