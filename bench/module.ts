@@ -12,10 +12,18 @@ export interface BenchContext {
 
 export interface BenchArgs {
   readonly backends: readonly ('nft' | 'legacy')[];
+  /** Rounds of the engine loop at the headline size (`rules`). */
   readonly runs: number;
-  readonly sideRuns: number;
-  readonly unprotectedRuns: number;
+  /** Rounds of the engine loop at the other sizes. */
+  readonly sizeRuns: number;
+  /** The headline size: DNAT rules in DOCKER the targets are judged on (one of `sizes`). */
   readonly rules: number;
+  /** Every size the engine loop runs at. */
+  readonly sizes: readonly number[];
+  /** Tamper-to-repair samples per kind of tamper. */
+  readonly tamperRuns: number;
+  /** A tamper not repaired within this many ms is recorded as "> cap". */
+  readonly tamperCapMs: number;
 }
 
 export interface ModuleOutcome {
@@ -27,7 +35,7 @@ export interface ModuleOutcome {
 }
 
 /**
- * One part of the bench (engine now; the agent daemon in the Docker lab later). A module
+ * One part of the bench (engine, breakdown, idle, tamper, agent). A module
  * throws only when something failed to run; a missed target is a result.
  */
 export interface BenchModule {

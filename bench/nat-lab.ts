@@ -19,6 +19,8 @@ export interface NatLab {
   readonly foreign: Readonly<Record<Family, number>>;
   /** A bare, timed `iptables-<backend>-save -t nat`. */
   save(family: Family): Promise<Completed>;
+  /** A bare, timed `iptables-<backend>-save` of every table (what a full read costs the kernel and the tool). */
+  saveFull(family: Family): Promise<Completed>;
   /** `-A` rules now in the family's nat table (optionally one chain). */
   rules(family: Family, chain?: string): Promise<number>;
   /** Back to the loaded tables: one restore per family, without --noflush (replaces the table). */
@@ -31,6 +33,7 @@ export async function openNatLab(backend: Backend, published: number): Promise<N
   const base: Record<Family, string> = { ipv4: dockerNat4(published), ipv6: dockerNat6() };
   const foreign = { ipv4: countRules(base.ipv4), ipv6: countRules(base.ipv6) };
   const save = (family: Family): Promise<Completed> => ns.run(tool(family, backend, 'save'), ['-t', 'nat']);
+  const saveFull = (family: Family): Promise<Completed> => ns.run(tool(family, backend, 'save'), []);
   const savedText = async (family: Family): Promise<string> => mustSucceed(`${tool(family, backend, 'save')} -t nat`, await save(family)).stdout;
   const load = async (): Promise<void> => {
     for (const family of FAMILIES) mustSucceed(`${tool(family, backend, 'restore')} (fixture)`, await ns.run(tool(family, backend, 'restore'), ['-w', '10'], { input: base[family] }));
@@ -40,6 +43,7 @@ export async function openNatLab(backend: Backend, published: number): Promise<N
     ns,
     foreign,
     save,
+    saveFull,
     rules: async (family, chain) => countRules(await savedText(family), chain),
     reset: async () => {
       await load();

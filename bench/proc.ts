@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -53,4 +53,27 @@ export function tempDir(prefix: string): string {
 export function removeTempDir(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
   tempDirs.delete(dir);
+}
+
+/**
+ * CPU time (user + system, ms) of this process's children that have exited and been
+ * reaped: /proc/self/stat cutime + cstime, in 10 ms ticks. nsenter execs what it runs,
+ * so an iptables process started through it is our child. Long-lived children (the
+ * warm pass process, an agent) count only once they exit, so deltas around one awaited
+ * process measure that process.
+ */
+export function reapedCpuMs(): number {
+  const f = readFileSync('/proc/self/stat', 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return (Number(f[13]) + Number(f[14])) * 10;
+}
+
+/** utime + stime + cutime + cstime of process `pid`, in ms (10 ms ticks): its CPU and that of its reaped children. */
+export function processCpuMs(pid: number): { self: number; children: number } {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return { self: (Number(f[11]) + Number(f[12])) * 10, children: (Number(f[13]) + Number(f[14])) * 10 };
+}
+
+/** A `Field:  N kB` line of /proc/<pid>/status, in KiB (VmRSS, VmHWM, RssAnon, RssFile). */
+export function procStatusKb(pid: number, field: string): number {
+  return Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? Number.NaN);
 }

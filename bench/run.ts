@@ -4,15 +4,18 @@ import { cpus, loadavg, release } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { agentModule } from './agent.js';
 import { breakdownModule } from './breakdown.js';
 import { runEngine } from './engine.js';
+import { idleModule } from './idle.js';
 import type { BenchArgs, BenchContext, BenchModule } from './module.js';
 import { destroyAllNetns, removeStaleNetns } from './netns.js';
 import type { Target } from './stats.js';
 import { renderEngine, renderTargets } from './table.js';
+import { tamperModule } from './tamper.js';
 
 /**
- * `npm run bench [-- --only engine,breakdown] [--backends nft] [--runs 15] [--no-build]`.
+ * `npm run bench [-- --only engine,idle] [--backends nft] [--runs 15] [--no-build]`.
  * Prints tables on stdout and writes every figure to bench/results/latest.json. Exits
  * non-zero only when something failed to run; a missed target is reported, not fatal.
  */
@@ -22,19 +25,13 @@ const OUT = join(HERE, 'results', 'latest.json');
 
 const engineModule: BenchModule = {
   name: 'engine',
-  description: 'no-op apply vs bare iptables-save on a 10,000-rule nat table; seed recipe and check-then-insert side by side',
+  description: 'bare saves, the CLI, the in-agent pass, check-then-insert and the seed recipe in one loop, per backend, at each table size',
   async run(ctx) {
-    const result = await runEngine({ cli: ctx.cli, backends: ctx.args.backends, published: ctx.args.rules, runs: ctx.args.runs, sideRuns: ctx.args.sideRuns, unprotectedRuns: ctx.args.unprotectedRuns, progress: ctx.progress });
+    const a = ctx.args;
+    const result = await runEngine({ cli: ctx.cli, backends: a.backends, sizes: a.sizes, headline: a.rules, runs: a.runs, sizeRuns: a.sizeRuns, progress: ctx.progress });
     return { result, text: renderEngine(result), targets: result.backends.flatMap((b) => b.targets) };
   },
 };
-
-/** The agent daemon bench (Docker lab) plugs in as bench/agent.ts exporting `benchModule`. */
-async function optionalModule(file: string): Promise<BenchModule | null> {
-  if (!existsSync(join(HERE, `${file}.ts`))) return null;
-  const mod = (await import(`./${file}.js`)) as { benchModule?: BenchModule };
-  return mod.benchModule ?? null;
-}
 
 function parse(): { args: BenchArgs; only: string[] | null; build: boolean; out: string } {
   const { values } = parseArgs({
@@ -42,9 +39,11 @@ function parse(): { args: BenchArgs; only: string[] | null; build: boolean; out:
       only: { type: 'string' },
       backends: { type: 'string', default: 'nft,legacy' },
       runs: { type: 'string', default: '15' },
-      'side-runs': { type: 'string', default: '8' },
-      'unprotected-runs': { type: 'string', default: '4' },
+      'size-runs': { type: 'string', default: '7' },
       rules: { type: 'string', default: '10000' },
+      sizes: { type: 'string', default: '1000,10000,50000' },
+      'tamper-runs': { type: 'string', default: '20' },
+      'tamper-cap': { type: 'string', default: '3000' },
       'no-build': { type: 'boolean', default: false },
       out: { type: 'string', default: OUT },
     },
@@ -56,13 +55,17 @@ function parse(): { args: BenchArgs; only: string[] | null; build: boolean; out:
   };
   const backends = (values.backends ?? '').split(',').filter((b) => b !== '');
   for (const b of backends) if (b !== 'nft' && b !== 'legacy') throw new Error(`--backends: unknown backend ${b}`);
+  const rules = int('rules', values.rules, 1);
+  const sizes = [...new Set([...(values.sizes ?? '').split(',').filter((x) => x !== '').map((x) => int('sizes', x, 1)), rules])].sort((a, b) => a - b);
   return {
     args: {
       backends: backends as BenchArgs['backends'],
       runs: int('runs', values.runs, 3),
-      sideRuns: int('side-runs', values['side-runs'], 3),
-      unprotectedRuns: int('unprotected-runs', values['unprotected-runs'], 1),
-      rules: int('rules', values.rules, 1),
+      sizeRuns: int('size-runs', values['size-runs'], 3),
+      rules,
+      sizes,
+      tamperRuns: int('tamper-runs', values['tamper-runs'], 1),
+      tamperCapMs: int('tamper-cap', values['tamper-cap'], 100),
     },
     only: values.only === undefined ? null : values.only.split(','),
     build: !values['no-build'],
@@ -104,7 +107,7 @@ async function main(): Promise<number> {
   const cli = join(REPO, 'dist', 'cli.js');
   if (!existsSync(cli)) throw new Error(`${cli} is missing: build with npm run build`);
 
-  const available = [engineModule, breakdownModule, await optionalModule('agent')].filter((m): m is BenchModule => m !== null);
+  const available: BenchModule[] = [engineModule, breakdownModule, idleModule, tamperModule, agentModule];
   for (const name of only ?? []) if (!available.some((m) => m.name === name)) throw new Error(`--only: no module ${name} (available: ${available.map((m) => m.name).join(', ')})`);
   const selected = available.filter((m) => only === null || only.includes(m.name));
 

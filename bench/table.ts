@@ -1,7 +1,6 @@
-import type { BackendResult, EngineResult } from './engine.js';
-import { FAMILIES, tool } from './nat-lab.js';
+import type { BackendResult, EngineResult, StrategyFigures } from './engine.js';
 import type { ProcessCount } from './shims.js';
-import type { Paired, Target } from './stats.js';
+import type { Target } from './stats.js';
 
 /** A plain-text table; columns whose header starts with '>' are right-aligned. */
 export function renderTable(header: readonly string[], rows: readonly (readonly string[])[]): string {
@@ -15,7 +14,6 @@ export function renderTable(header: readonly string[], rows: readonly (readonly 
 
 export const ms = (x: number): string => x.toFixed(1);
 export const ratio = (x: number): string => `${x.toFixed(2)}x`;
-const spread = (p: Paired): string => `${ms(p.run.min)}..${ms(p.run.max)}`;
 
 export function verdict(t: Target): string {
   return t.met ? 'target met' : 'target missed';
@@ -28,61 +26,38 @@ export function describeProcesses(p: ProcessCount): string {
 }
 
 export function renderEngine(r: EngineResult): string {
-  return r.backends.map(renderBackend).join('\n\n');
+  return [...r.backends.map(renderBackend), `(in-agent pass: ${r.inAgentPass})`].join('\n\n');
 }
 
+const kRules = (n: number): string => (n >= 1000 && n % 1000 === 0 ? `${n / 1000}k` : String(n));
+
 function renderBackend(b: BackendResult): string {
-  const target = (id: string): Target | undefined => b.targets.find((t) => t.id === id);
-  const title = `engine, ${b.backend} backend (${b.iptablesVersion}): nat table with ${b.foreignRules.ipv4} foreign IPv4 rules, ${b.foreignRules.ipv6} IPv6; medians of ${b.baseline.samples.length} interleaved runs`;
+  const head = b.sizes.find((s) => s.published === b.headline);
+  const title = `engine, ${b.backend} backend (${b.iptablesVersion}): every strategy in one loop per table size, rotating order; ratios to the bare full save of the same loop`;
+  const ids = b.sizes[0]?.strategies.map((s) => s.id) ?? [];
+  const header = ['strategy (converged table)', ...b.sizes.flatMap((s) => [`>${kRules(s.published)} ms`, `>x full`]), ...(head === undefined ? [] : [`>${kRules(head.published)} min..max`, '>x full, minima', '>x nat save', '>CPU ms/run']), `processes (${kRules(head?.published ?? 0)})`];
+  const rows = ids.map((id) => {
+    const per = b.sizes.map((s) => s.strategies.find((x) => x.id === id));
+    const h = head?.strategies.find((x) => x.id === id);
+    const p = b.processes[id];
+    const label = (per.find((x) => x !== undefined)?.label ?? id) + readsNote(per);
+    return [
+      label,
+      ...per.flatMap((f) => (f === undefined ? ['', ''] : [ms(f.time.run.median), ratio(f.time.ratio)])),
+      ...(h === undefined ? [] : [`${ms(h.time.run.min)}..${ms(h.time.run.max)}`, ratio(h.time.ratioOfMinima), ratio(h.ratioToNatSave), ms(h.cpuMs)]),
+      p === undefined ? (id.startsWith('save') ? '1' : '') : describeProcesses(p),
+    ];
+  });
+  const sizes = b.sizes.map((s) => `${kRules(s.published)}: ${s.foreignRules.ipv4} foreign IPv4 nat rules, ${s.rounds} rounds`).join('; ');
+  const targets = b.targets.map((t) => `  ${t.what}: ${t.value}; wanted ${t.target}  ${verdict(t)}`);
+  return [title, `  (${sizes})`, renderTable(header, rows), ...targets].join('\n');
+}
 
-  const timing = renderTable(
-    ['measurement', '>median ms', '>min..max', '>ratio', '>ratio of minima', 'target (on the median ratio)'],
-    [
-      [`bare ${tool('ipv4', b.backend, 'save')} -t nat (IPv4) = baseline`, ms(b.baseline.median), `${ms(b.baseline.min)}..${ms(b.baseline.max)}`, ratio(1), ratio(1), ''],
-      ['IPv4 + IPv6 saves started together (reference)', ms(b.bothFamiliesParallel.run.median), spread(b.bothFamiliesParallel), ratio(b.bothFamiliesParallel.ratio), ratio(b.bothFamiliesParallel.ratioOfMinima), ''],
-      ...b.noop.map((l, i) => {
-        const t = target(`${b.backend}.noop-ratio.${i + 1}`);
-        return [l.label, ms(l.timing.run.median), spread(l.timing), ratio(l.timing.ratio), ratio(l.timing.ratioOfMinima), t === undefined ? '' : `${t.target}  ${verdict(t)}`];
-      }),
-    ],
-  );
-
-  const procs = renderTable(
-    ['processes of one no-op apply (PATH shims)', ...FAMILIES.flatMap((f) => [`>${f} saves`, `>${f} restores`]), '>other', 'target'],
-    b.noop.map((l, i) => {
-      const t = target(`${b.backend}.noop-processes.${i + 1}`);
-      const other = l.processes.total - FAMILIES.reduce((n, f) => n + l.processes[f].saves + l.processes[f].restores, 0);
-      return [l.label.replace(/^no-op apply /, ''), ...FAMILIES.flatMap((f) => [String(l.processes[f].saves), String(l.processes[f].restores)]), String(other), t === undefined ? '' : `${t.target}  ${verdict(t)}`];
-    }),
-  );
-  const saveNames = b.noop[0]?.processes.calls.filter((c) => /-save /.test(c)).map((c) => c.split(' ')[0]) ?? [];
-
-  const side = renderTable(
-    ['strategy', '>unprotected ms', '>ratio', '>converged ms', '>ratio', 'processes unprotected', 'processes converged', '>PREROUTING after 3 runs v4/v6', '>rules added v4/v6'],
-    b.sideBySide.map((s) => [
-      s.label,
-      ms(s.unprotected.run.median),
-      ratio(s.unprotected.ratio),
-      ms(s.converged.run.median),
-      ratio(s.converged.ratio),
-      describeProcesses(s.processes.unprotected),
-      describeProcesses(s.processes.converged),
-      `${s.afterThreeRuns.ipv4.prerouting}/${s.afterThreeRuns.ipv6.prerouting}`,
-      `${s.afterThreeRuns.ipv4.added}/${s.afterThreeRuns.ipv6.added}`,
-    ]),
-  );
-  const idem = target(`${b.backend}.idempotent`);
-  return [
-    title,
-    timing,
-    '',
-    procs,
-    `  (saves run: ${saveNames.join(', ') || 'none'})`,
-    '',
-    `side by side on the same table (ratios to the bare save sampled in the same loop; Docker's PREROUTING has ${b.foreignPrerouting.ipv4}/${b.foreignPrerouting.ipv6} rules)`,
-    side,
-    idem === undefined ? '' : `${idem.what}: ${idem.value}; ${idem.target}  ${verdict(idem)}`,
-  ].join('\n');
+/** What the in-agent pass read in its timed runs, when not only the deciding chains. */
+function readsNote(per: readonly (StrategyFigures | undefined)[]): string {
+  const all = new Set(per.flatMap((f) => Object.keys(f?.reads ?? {})));
+  if (all.size === 0) return '';
+  return ` [reads: ${[...all].join(', ')}]`;
 }
 
 export function renderTargets(targets: readonly Target[]): string {
