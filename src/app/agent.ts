@@ -111,8 +111,7 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
       }
       // Docker's rules for its bridges, put above the backstop jump by `network create` or a
       // dockerd start, are repaired like drift but are not drift (core/docker-churn).
-      const bridges = new Set([...result.plan.networks, ...(networksBefore?.values() ?? [])].flatMap((n) => (n.driver === 'bridge' && n.interface !== null ? [n.interface] : [])));
-      const { drift: judged, churn } = splitDockerChurn(first.drift, bridges);
+      const { drift: judged, churn } = splitDockerChurn(first.drift);
       // The first pass after a reload rewrites the boot script for the new configuration: our change, not drift.
       const drift = run.reloaded ? judged.filter((f) => f.kind !== 'boot-script-stale') : judged;
       run.reloaded = false;
