@@ -18,7 +18,7 @@ import { createNetns } from '../helpers/netns.js';
 const ns = createNetns('agent-netwatch');
 const dir = mkdtempSync(join(tmpdir(), 'imdsg-netwatch-'));
 const HOURLY = '0 0 * * * *';
-const RULE = /^-A IMDS-GUARD -d 169\.254\.169\.254\/32 -i docker0 -p tcp -m tcp --dport 80 -m comment --comment "?imds-guard:[0-9a-f]{12}"? -j REDIRECT --to-ports 1$/m;
+const RULE = /^-A IMDS-GUARD -d 169\.254\.169\.254\/32 -p tcp -m tcp --dport 80 -m comment --comment "?imds-guard:[0-9a-f]{12}"? -j REDIRECT --to-ports 1$/m;
 
 interface Line {
   readonly text: string;
@@ -61,7 +61,7 @@ before(async () => {
   lines(watcher, (text) => monitor.push({ text, at: performance.now() }));
   // Listening once a change of ours shows up (the monitor says nothing when ready).
   await until('the test monitor listening', () => (ns.run('iptables-nft', ['-t', 'filter', '-A', 'INPUT', '-j', 'RETURN']), monitor.length > 0));
-  agent = spawn('nsenter', [`--net=${ns.path}`, process.execPath, CLI, 'run', '--no-docker', '--backend', 'nft', '--interfaces', 'docker0', '--state-dir', join(dir, 'state'), '--boot-script', 'never', '--no-conntrack', '--drift-schedule', HOURLY, '--log-level', 'debug'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  agent = spawn('nsenter', [`--net=${ns.path}`, process.execPath, CLI, 'run', '--no-docker', '--backend', 'nft', '--state-dir', join(dir, 'state'), '--boot-script', 'never', '--no-conntrack', '--drift-schedule', HOURLY, '--log-level', 'debug'], { stdio: ['ignore', 'pipe', 'pipe'] });
   lines(agent, (text) => {
     try {
       logs.push(JSON.parse(text) as Record<string, unknown>);

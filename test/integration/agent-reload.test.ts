@@ -54,16 +54,18 @@ test('SIGHUP with a schedule the cron package refuses, a Docker host that is not
   assert.deepEqual(a.events('reloaded'), [], 'a refused configuration was reloaded');
   assert.ok(a.alive(), 'the agent exited');
 
-  // Still on the old state: the every-second drift check still runs, and still repairs.
+  // Still on the old state: it still repairs (woken by the netfilter monitor or the every-second drift check).
   const tamper = a.mark();
   flushOurChain(ns);
-  await a.waitFor('the repair', (l) => l.event === 'repaired' && (l.kinds as string[]).includes('rule-missing') && (l.reasons as string[]).includes('drift-check'), { from: tamper, timeoutMs: 5_000 });
+  await a.waitFor('the repair', (l) => l.event === 'repaired' && (l.kinds as string[]).includes('rule-missing') && (l.reasons as string[]).some((r) => r === 'drift-check' || r === 'netfilter-change'), { from: tamper, timeoutMs: 5_000 });
 
   // A good configuration is still taken, and a burst of SIGHUPs folds into at most two reloads.
-  from = reloadWith(a, configFile, `${GOOD}interfaces: [docker0, extra0]\n`);
+  from = reloadWith(a, configFile, `${GOOD}allow: [extra0]\n`);
   for (let i = 0; i < 4; i++) a.signal('SIGHUP');
-  await a.waitFor('reloaded', (l) => l.event === 'reloaded' && (l.interfaces as string[]).includes('extra0'), { from });
-  await a.waitFor('a pass with extra0', (l) => l.event === 'covered' && l.interface === 'extra0', { from, timeoutMs: 5_000 });
+  await a.waitFor('reloaded', (l) => l.event === 'reloaded' && (l.allow as string[]).includes('extra0'), { from });
+  // The new configuration is in force: its first pass writes extra0's exception into the chain.
+  await a.waitFor('a pass with extra0', (l) => l.event === 'repaired' && (l.reasons as string[]).includes('reload'), { from, timeoutMs: 5_000 });
+  assert.match(ns.check('iptables-nft-save', ['-t', 'nat']), /-A IMDS-GUARD -i extra0 .*-j RETURN/);
   await new Promise((r) => setTimeout(r, 500));
   const reloads = a.events('reloaded', from).length;
   assert.ok(reloads >= 1 && reloads <= 2, `${reloads} reloads for 5 SIGHUPs sent at once`);

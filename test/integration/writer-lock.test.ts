@@ -165,7 +165,7 @@ describe('one agent per network namespace (or several with one configuration)', 
     t.after(async () => void (await first.stop().catch(() => {})));
 
     const refusedBy = async (pid: number): Promise<void> => {
-      const other = await startAgent(where, { root, configFile, extraArgs: ['--interfaces', 'docker0'], waitReady: false });
+      const other = await startAgent(where, { root, configFile, extraArgs: ['--allow', 'docker0'], waitReady: false });
       t.after(async () => void (await other.stop().catch(() => {})));
       const exit = await Promise.race([other.exited, new Promise<null>((r) => setTimeout(() => r(null), 15_000))]);
       assert.ok(exit !== null, `the agent with another configuration kept running\n${other.tail()}`);
