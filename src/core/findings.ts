@@ -136,7 +136,8 @@ export function findingKey(f: Finding): string {
 }
 
 // Failures a pass cannot repair: they need the operator (or are beyond the host's reach).
-const OPERATOR = new Set<Finding['kind']>(['network-not-coverable', 'allowed-docker-bridge', 'table-unreadable', 'other-backend-undermining', 'host-container-exposed']);
+// A NOTRACK rule in raw is someone else's rule in a table imds-guard never writes.
+const OPERATOR = new Set<Finding['kind']>(['network-not-coverable', 'allowed-docker-bridge', 'table-unreadable', 'other-backend-undermining', 'bypass-notrack', 'host-container-exposed']);
 
 /** A failure `apply` cannot repair, so `apply` exits 1 even in enforce mode. */
 export function needsOperator(f: Finding): boolean {

@@ -15,7 +15,7 @@ export interface IptablesPort {
    * could not be listed (it does not exist, or the table does not).
    */
   listChains(family: Family, backend: Backend, table: string, chains: readonly string[]): Promise<(string | null)[]>;
-  /** Whether any legacy table exists in this network namespace (read from /proc, no process). */
+  /** Whether any legacy table exists in this network namespace (read from /proc, no process; true when /proc will not say). */
   legacyLoaded(family: Family): Promise<boolean>;
   /** Whether this network namespace has the family at all (an IPv6-less kernel has no /proc/net/if_inet6). */
   familyPresent(family: Family): Promise<boolean>;
@@ -95,8 +95,12 @@ export function createIptables(run: RunProcess, opts: { lockWaitSeconds: number;
       const file = `${procNet}/${family === 'ipv4' ? 'ip_tables_names' : 'ip6_tables_names'}`;
       try {
         return (await readFile(file, 'utf8')).split('\n').some((t) => t === 'nat' || t === 'filter' || t === 'raw');
-      } catch {
-        return false;
+      } catch (e) {
+        // The file is root-only (0440): unreadable says nothing about the tables. Reading
+        // them then fails too, and that failure is reported (fail closed), where "not
+        // loaded" would have passed off unread tables as empty ones.
+        const code = (e as NodeJS.ErrnoException).code;
+        return code === 'EACCES' || code === 'EPERM';
       }
     },
     async familyPresent(family) {

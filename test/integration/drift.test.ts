@@ -1,113 +1,146 @@
 import assert from 'node:assert/strict';
+import { existsSync, rmSync } from 'node:fs';
 import { before, describe, test } from 'node:test';
-import { JUMP_LINE, ensureBuilt, failingKinds, fixture, freshHost, parseAudit, runCli } from '../helpers/cli.js';
-import type { Backend } from '../helpers/netns.js';
+import { FRESH_FILTER, FWD_JUMP_LINE, JUMP_LINE, type TableName, ensureBuilt, failingKinds, fixture, freshHost, ipt, parseAudit, runCli, saveNatFilter, saveTable } from '../helpers/cli.js';
+import { type Backend, FRESH_NAT, type Netns } from '../helpers/netns.js';
 
 before(() => ensureBuilt());
 
 const PROTECTED_V4 = fixture('protected-default.ipv4.save');
 const PROTECTED_V6 = fixture('protected-default.ipv6.save');
 const COMMENT = ['-m', 'comment', '--comment', 'imds-guard: metadata endpoint protection'];
+const JUMP = '-m comment --comment "imds-guard: metadata endpoint protection"';
 
-const CHAIN_REWRITE = `*nat
-:IMDS-GUARD - [0:0]
--A IMDS-GUARD -d 169.254.169.254/32 -i docker0 -p tcp -m tcp --dport 80 -m comment --comment imds-guard:1189f431dc7c -j REDIRECT --to-ports 1
--A IMDS-GUARD -d 169.254.169.254/32 -i docker_gwbridge -p tcp -m tcp --dport 80 -m comment --comment imds-guard:abec39a8c6fe -j REDIRECT --to-ports 1
--A IMDS-GUARD -d 169.254.169.254/32 -i br-+ -p tcp -m tcp --dport 80 -m comment --comment imds-guard:ba669814d24f -j REDIRECT --to-ports 1
-COMMIT
-`;
+const NAT_RULE = '-d 169.254.169.254/32 -p tcp -m tcp --dport 80 -m comment --comment imds-guard:d8b25c267408 -j REDIRECT --to-ports 1';
+const FWD_RULE = '-d 169.254.169.254/32 -p tcp -m tcp --dport 80 -m comment --comment imds-guard:525867e4855d -j REJECT --reject-with tcp-reset';
 
-const JUMP_TO_TOP = `*nat
--D PREROUTING -m comment --comment "imds-guard: metadata endpoint protection" -j IMDS-GUARD
--I PREROUTING 1 -m comment --comment "imds-guard: metadata endpoint protection" -j IMDS-GUARD
-COMMIT
-`;
+const NAT_REWRITE = `*nat\n:IMDS-GUARD - [0:0]\n-A IMDS-GUARD ${NAT_RULE}\nCOMMIT\n`;
+const FWD_REWRITE = `*filter\n:IMDS-GUARD-FWD - [0:0]\n-A IMDS-GUARD-FWD ${FWD_RULE}\nCOMMIT\n`;
+const NAT_JUMP_INSERT = `*nat\n-I PREROUTING 1 ${JUMP} -j IMDS-GUARD\nCOMMIT\n`;
+const FWD_JUMP_INSERT = `*filter\n-I FORWARD 1 ${JUMP} -j IMDS-GUARD-FWD\nCOMMIT\n`;
+const NAT_JUMP_TO_TOP = `*nat\n-D PREROUTING ${JUMP} -j IMDS-GUARD\n-I PREROUTING 1 ${JUMP} -j IMDS-GUARD\nCOMMIT\n`;
+const FWD_JUMP_TO_TOP = `*filter\n-D FORWARD ${JUMP} -j IMDS-GUARD-FWD\n-I FORWARD 1 ${JUMP} -j IMDS-GUARD-FWD\nCOMMIT\n`;
 
-/** The protected table with foreign PREROUTING rules after our jump (where a repair leaves them). */
-const protectedWith = (...prerouting: string[]): string => PROTECTED_V4.replace(`${JUMP_LINE}\n`, [JUMP_LINE, ...prerouting, ''].join('\n'));
+/** The protected IPv4 tables with foreign rules right after one of our jumps (where a repair leaves them). */
+const protectedWith = (jump: string, ...after: string[]): string => PROTECTED_V4.replace(`${jump}\n`, [jump, ...after, ''].join('\n'));
 
 interface Tamper {
   readonly behaviour: string;
+  readonly table: TableName;
   readonly commands: readonly (readonly string[])[];
-  /** Failing findings of `audit --format json`, as sorted "family kind". */
+  /** Failing findings of `audit --format json`, as sorted "family table/chain kind". */
   readonly findings: readonly string[];
   /** The one IPv4 transaction the repairing apply runs. */
   readonly repair: string;
-  /** The IPv4 nat table after the repair. */
+  /** The IPv4 nat and filter tables after the repair. */
   readonly after: string;
 }
 
-const unprotected = ['ipv4 unprotected', 'ipv4 unprotected', 'ipv4 unprotected'];
+const NAT = 'ipv4 nat/IMDS-GUARD';
+const FWD = 'ipv4 filter/IMDS-GUARD-FWD';
 
 const TAMPERS: readonly Tamper[] = [
   {
-    behaviour: 'a deleted rule is found as rule-missing and the chain is rewritten whole',
-    commands: [['-D', 'IMDS-GUARD', '2']],
-    findings: ['ipv4 rule-missing'],
-    repair: CHAIN_REWRITE,
+    behaviour: 'a flushed nat chain is found as rule-missing and rewritten whole',
+    table: 'nat',
+    commands: [['-F', 'IMDS-GUARD']],
+    findings: [`${NAT} rule-missing`],
+    repair: NAT_REWRITE,
     after: PROTECTED_V4,
   },
   {
-    behaviour: 'a flushed chain is found as three missing rules and rewritten whole',
-    commands: [['-F', 'IMDS-GUARD']],
-    findings: ['ipv4 rule-missing', 'ipv4 rule-missing', 'ipv4 rule-missing'],
-    repair: CHAIN_REWRITE,
+    behaviour: 'a deleted PREROUTING jump is found as jump-missing (the rule is there but unreached) and inserted on top again',
+    table: 'nat',
+    commands: [['-D', 'PREROUTING', '1']],
+    findings: [`${NAT} jump-missing`, `${NAT} unprotected`],
+    repair: NAT_JUMP_INSERT,
     after: PROTECTED_V4,
   },
   {
     behaviour: 'a deleted chain and jump are found and reinstalled in one transaction',
+    table: 'nat',
     commands: [['-D', 'PREROUTING', '1'], ['-F', 'IMDS-GUARD'], ['-X', 'IMDS-GUARD']],
-    findings: ['ipv4 chain-missing', 'ipv4 jump-missing', 'ipv4 rule-missing', 'ipv4 rule-missing', 'ipv4 rule-missing'],
-    repair: CHAIN_REWRITE.replace('COMMIT', '-I PREROUTING 1 -m comment --comment "imds-guard: metadata endpoint protection" -j IMDS-GUARD\nCOMMIT'),
+    findings: [`${NAT} chain-missing`, `${NAT} jump-missing`, `${NAT} rule-missing`],
+    repair: NAT_REWRITE.replace('COMMIT', `-I PREROUTING 1 ${JUMP} -j IMDS-GUARD\nCOMMIT`),
     after: PROTECTED_V4,
   },
   {
-    behaviour: 'a jump moved below a foreign ACCEPT of 169.254.0.0/16 is found as jump-not-first and foreign-undermining and moved back to the top',
-    commands: [['-D', 'PREROUTING', '1'], ['-A', 'PREROUTING', '-d', '169.254.0.0/16', '-j', 'ACCEPT'], ['-A', 'PREROUTING', ...COMMENT, '-j', 'IMDS-GUARD']],
-    findings: ['ipv4 foreign-undermining', 'ipv4 jump-not-first', ...unprotected],
-    repair: JUMP_TO_TOP,
-    after: protectedWith('-A PREROUTING -d 169.254.0.0/16 -j ACCEPT'),
+    behaviour: 'a nat rule whose target was changed but kept its comment is found as rule-altered and rewritten',
+    table: 'nat',
+    commands: [['-R', 'IMDS-GUARD', '1', '-d', '169.254.169.254/32', '-p', 'tcp', '-m', 'tcp', '--dport', '80', '-m', 'comment', '--comment', 'imds-guard:d8b25c267408', '-j', 'RETURN']],
+    findings: [`${NAT} rule-altered`, `${NAT} rule-missing`],
+    repair: NAT_REWRITE,
+    after: PROTECTED_V4,
   },
   {
-    behaviour: 'an ACCEPT of the endpoint inserted above the jump is found as jump-not-first and foreign-undermining; the jump goes back on top and the ACCEPT stays',
+    behaviour: 'an ACCEPT of the endpoint inserted above the PREROUTING jump is found as jump-not-first and foreign-undermining; the jump goes back on top and the ACCEPT stays',
+    table: 'nat',
     commands: [['-I', 'PREROUTING', '1', '-p', 'tcp', '-d', '169.254.169.254', '-j', 'ACCEPT']],
-    findings: ['ipv4 foreign-undermining', 'ipv4 jump-not-first', ...unprotected],
-    repair: JUMP_TO_TOP,
-    after: protectedWith('-A PREROUTING -d 169.254.169.254/32 -p tcp -j ACCEPT'),
+    findings: [`${NAT} foreign-undermining`, `${NAT} jump-not-first`, `${NAT} unprotected`],
+    repair: NAT_JUMP_TO_TOP,
+    after: protectedWith(JUMP_LINE, '-A PREROUTING -d 169.254.169.254/32 -p tcp -j ACCEPT'),
   },
   {
-    behaviour: "a rule whose target was changed but kept its comment is found as rule-altered and rewritten",
-    commands: [['-R', 'IMDS-GUARD', '1', '-d', '169.254.169.254/32', '-i', 'docker0', '-p', 'tcp', '-m', 'tcp', '--dport', '80', '-m', 'comment', '--comment', 'imds-guard:1189f431dc7c', '-j', 'RETURN']],
-    findings: ['ipv4 rule-altered', 'ipv4 rule-missing'],
-    repair: CHAIN_REWRITE,
-    after: PROTECTED_V4,
-  },
-  {
-    behaviour: 'a rule imds-guard did not write in its chain is found as rule-unknown and the chain is rewritten without it',
+    behaviour: 'a rule imds-guard did not write in its nat chain is found as rule-unknown and the chain is rewritten without it',
+    table: 'nat',
     commands: [['-I', 'IMDS-GUARD', '1', '-i', 'docker0', '-j', 'RETURN']],
-    findings: ['ipv4 rule-unknown'],
-    repair: CHAIN_REWRITE,
+    findings: [`${NAT} rule-unknown`],
+    repair: NAT_REWRITE,
     after: PROTECTED_V4,
   },
   {
-    behaviour: 'a duplicated jump is found as jump-duplicate and reduced to one',
+    behaviour: 'a duplicated PREROUTING jump is found as jump-duplicate and reduced to one',
+    table: 'nat',
     commands: [['-A', 'PREROUTING', ...COMMENT, '-j', 'IMDS-GUARD']],
-    findings: ['ipv4 jump-duplicate'],
-    repair: JUMP_TO_TOP.replace('-D', '-D PREROUTING -m comment --comment "imds-guard: metadata endpoint protection" -j IMDS-GUARD\n-D'),
+    findings: [`${NAT} jump-duplicate`],
+    repair: NAT_JUMP_TO_TOP.replace('-D', `-D PREROUTING ${JUMP} -j IMDS-GUARD\n-D`),
     after: PROTECTED_V4,
   },
   {
-    behaviour: 'a jump narrowed to one interface is found as jump-altered and replaced by the canonical one',
+    behaviour: 'a PREROUTING jump narrowed to one interface is found as jump-altered and replaced by the canonical one',
+    table: 'nat',
     commands: [['-R', 'PREROUTING', '1', '-i', 'docker0', ...COMMENT, '-j', 'IMDS-GUARD']],
-    findings: ['ipv4 jump-altered', ...unprotected],
-    repair: JUMP_TO_TOP.replace('-D PREROUTING -m', '-D PREROUTING -i docker0 -m'),
+    findings: [`${NAT} jump-altered`, `${NAT} unprotected`],
+    repair: NAT_JUMP_TO_TOP.replace('-D PREROUTING -m', '-D PREROUTING -i docker0 -m'),
     after: PROTECTED_V4,
+  },
+  {
+    behaviour: 'a flushed FORWARD backstop chain is found as rule-missing and rewritten whole',
+    table: 'filter',
+    commands: [['-F', 'IMDS-GUARD-FWD']],
+    findings: [`${FWD} rule-missing`],
+    repair: FWD_REWRITE,
+    after: PROTECTED_V4,
+  },
+  {
+    behaviour: 'a deleted FORWARD jump is found as jump-missing and inserted on top again',
+    table: 'filter',
+    commands: [['-D', 'FORWARD', '1']],
+    findings: [`${FWD} jump-missing`, `${FWD} unprotected`],
+    repair: FWD_JUMP_INSERT,
+    after: PROTECTED_V4,
+  },
+  {
+    behaviour: 'a backstop rule turned into an ACCEPT that kept its comment is found as rule-altered and rewritten',
+    table: 'filter',
+    commands: [['-R', 'IMDS-GUARD-FWD', '1', '-d', '169.254.169.254/32', '-p', 'tcp', '-m', 'tcp', '--dport', '80', '-m', 'comment', '--comment', 'imds-guard:525867e4855d', '-j', 'ACCEPT']],
+    findings: [`${FWD} rule-altered`, `${FWD} rule-missing`],
+    repair: FWD_REWRITE,
+    after: PROTECTED_V4,
+  },
+  {
+    behaviour: 'an ACCEPT of the endpoint inserted above the FORWARD jump is found as jump-not-first and foreign-undermining; the jump goes back on top and the ACCEPT stays',
+    table: 'filter',
+    commands: [['-I', 'FORWARD', '1', '-d', '169.254.169.254', '-j', 'ACCEPT']],
+    findings: [`${FWD} foreign-undermining`, `${FWD} jump-not-first`, `${FWD} unprotected`],
+    repair: FWD_JUMP_TO_TOP,
+    after: protectedWith(FWD_JUMP_LINE, '-A FORWARD -d 169.254.169.254/32 -j ACCEPT'),
   },
 ];
 
 /**
  * A namespace protected exactly as `apply` leaves it (apply.test.ts proves that text),
- * and the CLI pointed at it; the boot script is left out so only the nat table is judged.
+ * and the CLI pointed at it; the boot script is left out so only the tables are judged.
  */
 function protectedHost(t: { after(fn: () => void): void }, backend: Backend) {
   const { ns, host } = freshHost(t, 'drift');
@@ -122,41 +155,165 @@ for (const backend of ['nft', 'legacy'] as const satisfies readonly Backend[]) {
     for (const tamper of TAMPERS) {
       test(`${tamper.behaviour}; audit exits 1, apply repairs with one restore`, (t) => {
         const { ns, host, cli } = protectedHost(t, backend);
-        for (const c of tamper.commands) ns.nat('ipv4', backend, c);
-        const tampered = ns.saveNat('ipv4', backend);
+        for (const c of tamper.commands) ipt(ns, 'ipv4', backend, tamper.table, c);
+        const tampered = saveNatFilter(ns, 'ipv4', backend);
 
         const audit = cli('audit', '--format', 'json');
         assert.equal(audit.code, 1, audit.stderr);
         assert.deepEqual(failingKinds(parseAudit(audit)), [...tamper.findings].sort());
-        assert.equal(ns.saveNat('ipv4', backend), tampered, 'audit must not change the table');
+        assert.equal(saveNatFilter(ns, 'ipv4', backend), tampered, 'audit must not change the tables');
 
         const written = host.restores().length;
         const apply = cli('apply');
-        assert.equal(apply.code, 0, apply.stderr);
+        assert.equal(apply.code, 0, apply.stdout + apply.stderr);
+        assert.match(apply.stdout, /^imds-guard: protected \(1 transaction\(s\)\)$/m);
         assert.deepEqual(host.restores().slice(written), [{ tool: `iptables-${backend}-restore`, payload: tamper.repair }]);
-        assert.equal(ns.saveNat('ipv4', backend), tamper.after);
+        assert.equal(saveNatFilter(ns, 'ipv4', backend), tamper.after);
+        assert.equal(saveNatFilter(ns, 'ipv6', backend), PROTECTED_V6, 'the other family is not touched');
+        assert.equal(cli('audit').code, 0, 'repaired means protected');
       });
     }
 
-    test("Swarm's DOCKER-INGRESS jump and Docker's DOCKER jump above ours are not drift: audit exits 0 and apply writes nothing", (t) => {
+    test("Swarm's DOCKER-INGRESS and Docker's DOCKER jumps above ours in PREROUTING, and DOCKER-USER and DOCKER-INGRESS above ours in FORWARD, are not drift: audit exits 0 and apply writes nothing", (t) => {
       const { ns, host, cli } = protectedHost(t, backend);
-      ns.nat('ipv4', backend, ['-N', 'DOCKER-INGRESS']);
-      ns.nat('ipv4', backend, ['-N', 'DOCKER']);
-      ns.nat('ipv4', backend, ['-I', 'PREROUTING', '1', '-m', 'addrtype', '--dst-type', 'LOCAL', '-j', 'DOCKER']);
-      ns.nat('ipv4', backend, ['-I', 'PREROUTING', '1', '-m', 'addrtype', '--dst-type', 'LOCAL', '-j', 'DOCKER-INGRESS']);
-      const table = ns.saveNat('ipv4', backend);
+      const nat = (...a: string[]) => ipt(ns, 'ipv4', backend, 'nat', a);
+      const filter = (...a: string[]) => ipt(ns, 'ipv4', backend, 'filter', a);
+      nat('-N', 'DOCKER-INGRESS');
+      nat('-A', 'DOCKER-INGRESS', '-p', 'tcp', '-m', 'tcp', '--dport', '8000', '-j', 'DNAT', '--to-destination', '172.18.0.2:8000');
+      nat('-A', 'DOCKER-INGRESS', '-j', 'RETURN');
+      nat('-N', 'DOCKER');
+      nat('-I', 'PREROUTING', '1', '-m', 'addrtype', '--dst-type', 'LOCAL', '-j', 'DOCKER');
+      nat('-I', 'PREROUTING', '1', '-m', 'addrtype', '--dst-type', 'LOCAL', '-j', 'DOCKER-INGRESS');
+      filter('-N', 'DOCKER-USER');
+      filter('-A', 'DOCKER-USER', '-j', 'RETURN');
+      filter('-N', 'DOCKER-INGRESS');
+      filter('-A', 'DOCKER-INGRESS', '-p', 'tcp', '-m', 'tcp', '--dport', '8000', '-j', 'ACCEPT');
+      filter('-A', 'DOCKER-INGRESS', '-j', 'RETURN');
+      filter('-I', 'FORWARD', '1', '-j', 'DOCKER-INGRESS');
+      filter('-I', 'FORWARD', '1', '-j', 'DOCKER-USER');
+      const tables = saveNatFilter(ns, 'ipv4', backend);
 
       const audit = cli('audit', '--format', 'json');
       assert.equal(audit.code, 0, audit.stdout);
-      const jump = parseAudit(audit).findings.find((f) => f.id === 'IG-201' && f.family === 'ipv4');
-      assert.equal(jump?.kind, 'protected');
+      const jumps = parseAudit(audit).findings.filter((f) => f.id === 'IG-201' && f.family === 'ipv4').map((f) => `${f.status} ${f.message}`);
+      assert.deepEqual(jumps, [
+        'pass the IMDS-GUARD jump sees all metadata traffic first in PREROUTING (2 harmless rule(s) above it)',
+        'pass the IMDS-GUARD-FWD jump sees all metadata traffic first in FORWARD (2 harmless rule(s) above it)',
+      ]);
       const written = host.restores().length;
       const apply = cli('apply');
       assert.equal(apply.code, 0);
       assert.match(apply.stdout, /already protected; nothing written/);
       assert.equal(host.restores().length, written);
-      assert.equal(ns.saveNat('ipv4', backend), table);
+      assert.equal(saveNatFilter(ns, 'ipv4', backend), tables);
     });
+
+    test('a raw-table NOTRACK for the endpoint is a FAIL (it skips NAT) with the command that deletes it; apply cannot repair it, says so, exits 1 and writes nothing', (t) => {
+      const { ns, host, cli } = protectedHost(t, backend);
+      ipt(ns, 'ipv4', backend, 'raw', ['-A', 'PREROUTING', '-d', '169.254.169.254/32', '-p', 'tcp', '-j', 'CT', '--notrack']);
+
+      const audit = cli('audit', '--format', 'json');
+      assert.equal(audit.code, 1, audit.stdout);
+      const report = parseAudit(audit);
+      assert.deepEqual(failingKinds(report), ['ipv4 raw/PREROUTING bypass-notrack']);
+      const f = report.findings.find((x) => x.kind === 'bypass-notrack')!;
+      assert.equal(f.id, 'IG-305');
+      assert.deepEqual(f.evidence, ['-A PREROUTING -d 169.254.169.254/32 -p tcp -j CT --notrack']);
+      assert.equal(f.remediation, `remove it if it is not wanted: iptables-${backend} -t raw -D PREROUTING -d 169.254.169.254/32 -p tcp -j CT --notrack`);
+
+      const written = host.restores().length;
+      const apply = cli('apply');
+      assert.equal(apply.code, 1, apply.stdout);
+      assert.match(apply.stdout, /^needs the operator: \[bypass-notrack\] ipv4 /m);
+      assert.doesNotMatch(apply.stdout, /repaired:|already protected|imds-guard: protected/);
+      assert.equal(host.restores().length, written);
+      assert.equal(saveNatFilter(ns, 'ipv4', backend), PROTECTED_V4);
+    });
+  });
+}
+
+describe('the other backend', () => {
+  test("imds-guard's chains left in the backend Docker does not use are FAIL other-backend findings, and apply on the right backend removes them there", (t) => {
+    const { ns, host } = freshHost(t, 'drift');
+    assert.equal(runCli(ns, host, ['apply', '--backend', 'nft', ...host.args]).code, 0);
+    const audit = runCli(ns, host, ['audit', '--backend', 'legacy', '--format', 'json', ...host.args]);
+    assert.equal(audit.code, 1);
+    const leftovers = parseAudit(audit).findings.filter((f) => f.kind === 'other-backend').map((f) => `${f.status} ${f.id} ${f.family} ${f.backend} ${f.table}`);
+    assert.deepEqual(leftovers.sort(), ['fail IG-303 ipv4 nft filter', 'fail IG-303 ipv4 nft nat', 'fail IG-303 ipv6 nft filter', 'fail IG-303 ipv6 nft nat']);
+
+    const written = host.restores().length;
+    assert.equal(runCli(ns, host, ['apply', '--backend', 'legacy', ...host.args]).code, 0);
+    const removals = host.restores().slice(written).filter((x) => x.tool.includes('-nft-'));
+    assert.deepEqual(removals.map((x) => `${x.tool} ${x.payload.split('\n')[0]}`).sort(), ['ip6tables-nft-restore *filter', 'ip6tables-nft-restore *nat', 'iptables-nft-restore *filter', 'iptables-nft-restore *nat']);
+    for (const family of ['ipv4', 'ipv6'] as const) {
+      assert.equal(saveTable(ns, family, 'nft', 'nat'), FRESH_NAT);
+      assert.equal(saveTable(ns, family, 'nft', 'filter'), FRESH_FILTER);
+    }
+    assert.equal(saveNatFilter(ns, 'ipv4', 'legacy'), PROTECTED_V4);
+    assert.equal(saveNatFilter(ns, 'ipv6', 'legacy'), PROTECTED_V6);
+    assert.equal(runCli(ns, host, ['audit', '--backend', 'legacy', ...host.args]).code, 0);
+  });
+
+  test("a DNAT of the endpoint in the other backend's PREROUTING (same hook, may run first) is a FAIL other-backend-undermining with the iptables-legacy command that deletes it; apply leaves it, exits 1", (t) => {
+    const { ns, host, cli } = protectedHost(t, 'nft');
+    ipt(ns, 'ipv4', 'legacy', 'nat', ['-A', 'PREROUTING', '-d', '169.254.169.254/32', '-p', 'tcp', '-m', 'tcp', '--dport', '80', '-j', 'DNAT', '--to-destination', '10.9.9.9']);
+    const legacy = saveTable(ns, 'ipv4', 'legacy', 'nat');
+
+    const audit = cli('audit', '--format', 'json');
+    assert.equal(audit.code, 1, audit.stdout);
+    const report = parseAudit(audit);
+    assert.deepEqual(failingKinds(report), ['ipv4 nat/PREROUTING other-backend-undermining']);
+    const f = report.findings.find((x) => x.kind === 'other-backend-undermining')!;
+    assert.equal(f.id, 'IG-304');
+    assert.equal(f.backend, 'legacy');
+    assert.equal(f.remediation, 'remove it if it is not wanted: iptables-legacy -t nat -D PREROUTING -d 169.254.169.254/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.9.9.9');
+
+    const written = host.restores().length;
+    const apply = cli('apply');
+    assert.equal(apply.code, 1, apply.stdout);
+    assert.match(apply.stdout, /^needs the operator: \[other-backend-undermining\] ipv4 /m);
+    assert.equal(host.restores().length, written, 'a foreign rule is never deleted by apply');
+    assert.equal(saveTable(ns, 'ipv4', 'legacy', 'nat'), legacy);
+  });
+});
+
+// A foreign rule's comment is text anyone with CAP_NET_ADMIN can plant; the remediation
+// an operator pastes must hand it to iptables as one argument and never run it.
+const PWNED = '/tmp/imdsg-pwned';
+const PLANTED = `$(touch ${PWNED})`;
+
+/** The words a POSIX shell makes of `command`, without running it: `set --` assigns, printf prints one a line. */
+function shellWords(ns: Netns, command: string): string[] {
+  const out = ns.check('sh', ['-c', `set -- ${command}\nprintf '%s\\n' "$@"`]);
+  return out.split('\n').slice(0, -1);
+}
+
+for (const backend of ['nft', 'legacy'] as const satisfies readonly Backend[]) {
+  test(`a foreign ACCEPT above the jump whose comment is ${PLANTED} (${backend}): the printed delete command, read by sh, gives back the rule's exact arguments and runs nothing`, (t) => {
+    rmSync(PWNED, { force: true });
+    t.after(() => rmSync(PWNED, { force: true }));
+    const { ns, cli } = protectedHost(t, backend);
+    ipt(ns, 'ipv4', backend, 'nat', ['-I', 'PREROUTING', '1', '-d', '169.254.169.254/32', '-p', 'tcp', '-m', 'comment', '--comment', PLANTED, '-j', 'ACCEPT']);
+
+    const audit = cli('audit', '--format', 'json');
+    assert.equal(audit.code, 1);
+    const f = parseAudit(audit).findings.find((x) => x.kind === 'foreign-undermining')!;
+    assert.deepEqual(f.evidence, [`-A PREROUTING -d 169.254.169.254/32 -p tcp -m comment --comment "${PLANTED}" -j ACCEPT`]);
+    const prefix = 'remove it if it is not wanted: ';
+    assert.ok(f.remediation?.startsWith(prefix), f.remediation);
+    const command = (f.remediation ?? '').slice(prefix.length);
+    assert.equal(command, `iptables-${backend} -t nat -D PREROUTING -d 169.254.169.254/32 -p tcp -m comment --comment '${PLANTED}' -j ACCEPT`);
+    const argv = shellWords(ns, command);
+    assert.deepEqual(argv, [`iptables-${backend}`, '-t', 'nat', '-D', 'PREROUTING', '-d', '169.254.169.254/32', '-p', 'tcp', '-m', 'comment', '--comment', PLANTED, '-j', 'ACCEPT']);
+    // The text report prints the same command.
+    const text = cli('audit');
+    assert.ok(text.stdout.split('\n').includes(`       fix: ${f.remediation}`), text.stdout);
+
+    // apply moves the jump above it and leaves it; the argv (run without a shell) deletes exactly it.
+    assert.equal(cli('apply').code, 0);
+    ns.check(argv[0]!, argv.slice(1));
+    assert.equal(saveNatFilter(ns, 'ipv4', backend), PROTECTED_V4);
+    assert.equal(existsSync(PWNED), false, `${PWNED} was created: the comment ran`);
   });
 }
 
@@ -166,29 +323,29 @@ const SEED = `-A PREROUTING ${SEED_ARGS.join(' ')}`;
 
 test("the seed recipe's hand-made DNAT below the jump is a warning whose remediation command deletes exactly it", (t) => {
   const { ns, host, cli } = protectedHost(t, 'nft');
-  ns.nat('ipv4', 'nft', ['-A', 'PREROUTING', ...SEED_ARGS]);
+  ipt(ns, 'ipv4', 'nft', 'nat', ['-A', 'PREROUTING', ...SEED_ARGS]);
 
   const audit = cli('audit', '--format', 'json');
   assert.equal(audit.code, 0, 'a warning is not drift');
   const seed = parseAudit(audit).findings.filter((f) => f.kind === 'seed-duplicate');
   assert.equal(seed.length, 1);
   assert.equal(seed[0]!.status, 'warn');
-  assert.equal(seed[0]!.remediation, 'iptables -t nat -D PREROUTING -d 169.254.169.254/32 -i docker0 -p tcp -m tcp --dport 80 -j DNAT --to-destination 1.1.1.1');
+  assert.equal(seed[0]!.remediation, 'iptables-nft -t nat -D PREROUTING -d 169.254.169.254/32 -i docker0 -p tcp -m tcp --dport 80 -j DNAT --to-destination 1.1.1.1');
 
   const written = host.restores().length;
   assert.equal(cli('apply').code, 0);
   assert.equal(host.restores().length, written, 'apply never deletes a rule that is not ours');
   ns.check('sh', ['-c', seed[0]!.remediation!]);
-  assert.equal(ns.saveNat('ipv4', 'nft'), PROTECTED_V4);
+  assert.equal(saveNatFilter(ns, 'ipv4', 'nft'), PROTECTED_V4);
 });
 
 test("the seed recipe's DNAT inserted above the jump sends traffic off the host: jump-not-first, and apply puts the jump above it", (t) => {
   const { ns, cli } = protectedHost(t, 'nft');
-  ns.nat('ipv4', 'nft', ['-I', 'PREROUTING', '1', ...SEED_ARGS]);
+  ipt(ns, 'ipv4', 'nft', 'nat', ['-I', 'PREROUTING', '1', ...SEED_ARGS]);
 
   const audit = cli('audit', '--format', 'json');
   assert.equal(audit.code, 1);
-  assert.deepEqual(failingKinds(parseAudit(audit)), ['ipv4 jump-not-first', ...unprotected]);
+  assert.deepEqual(failingKinds(parseAudit(audit)), [`${NAT} jump-not-first`, `${NAT} unprotected`]);
   assert.equal(cli('apply').code, 0);
-  assert.equal(ns.saveNat('ipv4', 'nft'), protectedWith(SEED));
+  assert.equal(saveNatFilter(ns, 'ipv4', 'nft'), protectedWith(JUMP_LINE, SEED));
 });

@@ -5,7 +5,8 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { before, describe, test } from 'node:test';
-import { REPO, ensureBuilt, freshHost, runCli } from '../helpers/cli.js';
+import { FRESH_FILTER, REPO, ensureBuilt, fixture, freshHost, ipt, runCli, saveNatFilter, saveTable } from '../helpers/cli.js';
+import { FRESH_NAT } from '../helpers/netns.js';
 import type { Backend } from '../helpers/netns.js';
 
 before(() => ensureBuilt());
@@ -119,3 +120,37 @@ for (const backend of ['nft', 'legacy'] as const satisfies readonly Backend[]) {
     }
   });
 }
+
+describe('a transaction rejected through the CLI', () => {
+  test('a restore that refuses every transaction makes apply exit 3 with one line naming the payload line; nothing is applied and no boot script is written', (t) => {
+    const { ns, host } = freshHost(t, 'txn');
+    // As iptables-nft-restore reports a line the kernel refused (the payload is read, then refused).
+    host.stub('iptables-nft-restore', 'cat >/dev/null; echo "iptables-nft-restore: line 3 failed" >&2; exit 1');
+    const r = runCli(ns, host, ['apply', '--backend', 'nft', '--log-level', 'silent', ...host.args]);
+    assert.equal(r.code, 3, r.stdout + r.stderr);
+    assert.equal(r.stdout, '');
+    assert.equal(r.stderr, 'imds-guard: iptables-nft-restore rejected the transaction, nothing was applied: iptables-nft-restore: line 3 failed (payload line 3: -A IMDS-GUARD -d 169.254.169.254/32 -p tcp -m tcp --dport 80 -m comment --comment imds-guard:d8b25c267408 -j REDIRECT --to-ports 1)\n');
+    for (const family of ['ipv4', 'ipv6'] as const) {
+      assert.equal(saveTable(ns, family, 'nft', 'nat'), FRESH_NAT);
+      assert.equal(saveTable(ns, family, 'nft', 'filter'), FRESH_FILTER);
+    }
+    assert.equal(existsSync(host.bootScript), false);
+  });
+
+  test('a table changed between our save and our restore (the jump we delete by its text is gone) fails that transaction whole; the pass looks again and converges', (t) => {
+    const { ns, host } = freshHost(t, 'txn');
+    ns.restore('ipv4', 'nft', fixture('protected-default.ipv4.save'));
+    ns.restore('ipv6', 'nft', fixture('protected-default.ipv6.save'));
+    ipt(ns, 'ipv4', 'nft', 'nat', ['-I', 'PREROUTING', '1', '-d', '169.254.169.254/32', '-p', 'tcp', '-j', 'ACCEPT']);
+    // The first restore finds someone else deleted our jump just before it ran.
+    const marker = join(host.root, 'raced');
+    host.stub('iptables-nft-restore', [
+      `if [ ! -e '${marker}' ]; then : > '${marker}'; iptables-nft -t nat -D PREROUTING 2; fi`,
+      `exec ${JSON.stringify(ns.check('sh', ['-c', 'command -v iptables-nft-restore']).trim())} "$@"`,
+    ].join('\n'));
+    const r = runCli(ns, host, ['apply', '--backend', 'nft', '--boot-script', 'never', '--log-level', 'silent', ...host.args]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.ok(existsSync(marker));
+    assert.equal(saveNatFilter(ns, 'ipv4', 'nft'), fixture('protected-default.ipv4.save').replace('-j IMDS-GUARD\n', '-j IMDS-GUARD\n-A PREROUTING -d 169.254.169.254/32 -p tcp -j ACCEPT\n'));
+  });
+});
