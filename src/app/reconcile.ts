@@ -67,14 +67,14 @@ export async function reconcile(config: Config, ports: Ports, opts: ReconcileOpt
 }
 
 /**
- * The backend a converged `apply` may check with the cheap read, or null: nft when it is
- * configured, or when no legacy table is loaded at all (then nft is the backend, and the
- * other backend holds nothing to clean up). Legacy gains nothing: `iptables-legacy -S`
+ * The backend a converged `apply` may check with the cheap read, or null: nft, only when
+ * no legacy table is loaded at all (then nft is the backend, and the other backend holds
+ * nothing: no leftovers to clean up, no rule that could win at the same hook). Legacy gains nothing: `iptables-legacy -S`
  * fetches the whole table from the kernel, as a save does.
  */
 export async function cheapBackend(config: Config, ports: Ports): Promise<Backend | null> {
-  if (config.backend === 'nft') return 'nft';
   if (config.backend === 'legacy') return null;
+  // Also with backend nft set: a loaded legacy table may hold a rule that undermines ours.
   const [v4, v6] = await Promise.all([ports.iptables.legacyLoaded('ipv4'), ports.iptables.legacyLoaded('ipv6')]);
   return v4 || v6 ? null : 'nft';
 }

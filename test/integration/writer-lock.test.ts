@@ -107,7 +107,8 @@ describe('one writer per network namespace', () => {
     assert.ok(second.endedAt - t0 >= 1_000, `the second apply took ${Math.round(second.endedAt - t0)} ms: it did not wait`);
     assert.match(second.stderr, new RegExp(`waiting up to 20 s for imds-guard apply \\(pid ${first.pid}, version ${VERSION.replace(/\./g, '\\.')}\\), which holds the writer lock`));
     // The first wrote both families; the second found them converged and wrote nothing.
-    assert.equal(host.restores().length, 2, host.restores().map((r) => r.tool).join(', '));
+    // One transaction per table (nat, filter) and family.
+    assert.equal(host.restores().length, 4, host.restores().map((r) => r.tool).join(', '));
     assert.equal(jumps(ns), 2, 'one jump per family');
   });
 
