@@ -57,6 +57,9 @@ export async function observeHostNetwork(config: Config, ports: Ports, obs: Obse
 
 /** Probed once per backend for the life of the ports (a start or a reload), like Felix's feature detection. */
 async function cgroupMatch(ports: Ports, backend: Backend): Promise<{ available: boolean; why: string }> {
-  const [v4, v6] = await Promise.all([ports.capabilities.cgroupMatch('ipv4', backend), ports.capabilities.cgroupMatch('ipv6', backend)]);
+  // A probe that could not run (iptables missing, the lock held) says the match is not
+  // known to work: host-network containers are then reported exposed, never passed.
+  const probe = (f: 'ipv4' | 'ipv6') => ports.capabilities.cgroupMatch(f, backend).catch((e: unknown) => ({ available: false, why: `the cgroup match could not be probed: ${describeError(e)}` }));
+  const [v4, v6] = await Promise.all([probe('ipv4'), probe('ipv6')]);
   return v4.available ? v4 : v6.available ? v6 : v4;
 }

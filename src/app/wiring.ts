@@ -19,7 +19,12 @@ export async function realPorts(config: Config, log: Logger): Promise<Ports> {
       cgroupMatch(family, backend) {
         const key = `${family}/${backend}`;
         let p = probed.get(key);
-        if (p === undefined) probed.set(key, (p = cgroups.hasCgroupMatch(family, backend)));
+        if (p === undefined) {
+          // Remembered once it answered; a probe that failed (lock held) is asked again next pass.
+          p = cgroups.hasCgroupMatch(family, backend);
+          probed.set(key, p);
+          p.catch(() => probed.delete(key));
+        }
         return p;
       },
     },
