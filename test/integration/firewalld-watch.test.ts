@@ -23,9 +23,11 @@ after(async () => {
 
 test('the watcher subscribes on the bus the address names', async () => {
   await fw.startBus();
-  const log = { debug() {}, info() {}, warn() {} } as never;
+  const events: unknown[] = [];
+  const log = { debug() {}, info: (o: { event?: unknown }) => void events.push(o.event), warn() {} } as never;
   watcher = watchFirewalld(log, { onChange: (r) => reasons.push(r), env: fw.env, backoff: { initialMs: 100, maxMs: 1_000 } });
-  // The bus tells the watcher nothing when it subscribed; firewalld starting is the proof.
+  // Subscribed (both AddMatch answered) before firewalld starts, or its NameOwnerChanged could come first.
+  await until('the watcher subscribed', () => events.includes('firewalld-watch-started'));
 });
 
 test('firewalld starting in the namespace wakes the runner (NameOwnerChanged)', async () => {
