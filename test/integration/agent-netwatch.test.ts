@@ -1,10 +1,8 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { CLI, JUMP_LINE, ensureBuilt } from '../helpers/cli.js';
+import { type BareAgent, onLines, startBareAgent } from '../helpers/bare-agent.js';
+import { JUMP_LINE, ensureBuilt } from '../helpers/cli.js';
 import { createNetns } from '../helpers/netns.js';
 
 /**
@@ -16,38 +14,23 @@ import { createNetns } from '../helpers/netns.js';
  * the bench; the test asserts only that protection comes back long before the drift check.
  */
 const ns = createNetns('agent-netwatch');
-const dir = mkdtempSync(join(tmpdir(), 'imdsg-netwatch-'));
-const HOURLY = '0 0 * * * *';
 const RULE = /^-A IMDS-GUARD -d 169\.254\.169\.254\/32 -p tcp -m tcp --dport 80 -m comment --comment "?imds-guard:[0-9a-f]{12}"? -j REDIRECT --to-ports 1$/m;
 
 interface Line {
   readonly text: string;
   readonly at: number;
 }
-const logs: Record<string, unknown>[] = [];
 const monitor: Line[] = [];
-let agent: ChildProcess;
+let agent: BareAgent;
 let watcher: ChildProcess;
-
-function lines(child: ChildProcess, each: (text: string) => void): void {
-  let partial = '';
-  child.stdout!.setEncoding('utf8');
-  child.stdout!.on('data', (chunk: string) => {
-    partial += chunk;
-    let nl: number;
-    while ((nl = partial.indexOf('\n')) >= 0) {
-      each(partial.slice(0, nl));
-      partial = partial.slice(nl + 1);
-    }
-  });
-}
+const logs = (): readonly Record<string, unknown>[] => agent.logs;
 
 async function until<T>(what: string, get: () => T | undefined | null | false, timeoutMs = 10_000): Promise<T> {
   const t0 = performance.now();
   for (;;) {
     const v = get();
     if (v !== undefined && v !== null && v !== false) return v;
-    if (performance.now() - t0 > timeoutMs) throw new Error(`no ${what} within ${timeoutMs} ms\nagent log:\n${logs.slice(-8).map((l) => JSON.stringify(l)).join('\n')}\nmonitor:\n${monitor.slice(-8).map((l) => l.text).join('\n')}`);
+    if (performance.now() - t0 > timeoutMs) throw new Error(`no ${what} within ${timeoutMs} ms\nagent log:\n${logs().slice(-8).map((l) => JSON.stringify(l)).join('\n')}\nmonitor:\n${monitor.slice(-8).map((l) => l.text).join('\n')}`);
     await new Promise((r) => setTimeout(r, 5));
   }
 }
@@ -58,30 +41,22 @@ const protectedNow = (s = save()): boolean => RULE.test(s) && s.split('\n').find
 before(async () => {
   ensureBuilt();
   watcher = spawn('nsenter', [`--net=${ns.path}`, 'nft', 'monitor'], { stdio: ['ignore', 'pipe', 'ignore'] });
-  lines(watcher, (text) => monitor.push({ text, at: performance.now() }));
+  onLines(watcher, (text) => monitor.push({ text, at: performance.now() }));
   // Listening once a change of ours shows up (the monitor says nothing when ready).
   await until('the test monitor listening', () => (ns.run('iptables-nft', ['-t', 'filter', '-A', 'INPUT', '-j', 'RETURN']), monitor.length > 0));
-  agent = spawn('nsenter', [`--net=${ns.path}`, process.execPath, CLI, 'run', '--no-docker', '--backend', 'nft', '--state-dir', join(dir, 'state'), '--boot-script', 'never', '--no-conntrack', '--drift-schedule', HOURLY, '--log-level', 'debug'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  lines(agent, (text) => {
-    try {
-      logs.push(JSON.parse(text) as Record<string, unknown>);
-    } catch {
-      logs.push({ msg: text });
-    }
-  });
-  await until('the agent watching netfilter', () => logs.some((l) => l.event === 'netfilter-watch-started'), 20_000);
-  await until('the first install', () => logs.some((l) => l.event === 'installed') && protectedNow(), 20_000);
+  agent = startBareAgent(ns, ['--backend', 'nft']);
+  await agent.waitFor('the agent watching netfilter', (l) => l.event === 'netfilter-watch-started');
+  await until('the first install', () => logs().some((l) => l.event === 'installed') && protectedNow(), 20_000);
 });
 
 after(async () => {
-  for (const child of [agent, watcher]) {
-    if (child === undefined || child.exitCode !== null || child.signalCode !== null) continue;
-    const gone = new Promise((r) => child.once('exit', r));
-    child.kill('SIGTERM');
+  await agent?.stop();
+  if (watcher !== undefined && watcher.exitCode === null && watcher.signalCode === null) {
+    const gone = new Promise((r) => watcher.once('exit', r));
+    watcher.kill('SIGTERM');
     await gone;
   }
   ns.destroy();
-  rmSync(dir, { recursive: true, force: true });
 });
 
 const TAMPERS: readonly [string, readonly string[]][] = [
@@ -100,14 +75,14 @@ test('a tampered rule comes back from the netfilter monitor alone, long before t
   for (let i = 0; i < 20; i++) {
     const [what, args] = TAMPERS[i % TAMPERS.length]!;
     const from = monitor.length;
-    const passes = logs.length;
+    const passes = logs().length;
     ns.check('iptables-nft', args);
     // The tamper's own transaction, then the agent's restore after it.
     const tamper = await until(`the ${what} event`, () => monitor.slice(from).find((l) => /^# new generation \d+ by process \d+ \(iptables-nft\)$/.test(l.text)));
     const repair = await until(`a repair of the ${what}`, () => monitor.slice(from).find((l) => l.at > tamper.at && /\(iptables-nft-re/.test(l.text)), 20_000);
     assert.ok(protectedNow(), `${what}: protection is back after the agent's transaction\n${save()}`);
     // Only the monitor can have asked for it: the drift check runs once an hour.
-    await until('a repair for a netfilter change', () => logs.slice(passes).find((l) => l.event === 'repaired' && (l.reasons as string[]).includes('netfilter-change')));
+    await until('a repair for a netfilter change', () => logs().slice(passes).find((l) => l.event === 'repaired' && (l.reasons as string[]).includes('netfilter-change')));
     (times[what] ??= []).push(repair.at - tamper.at);
     // Independent tampers, not a fight: let the pass after the repair (our own write, seen) go by.
     await new Promise((r) => setTimeout(r, 300));
@@ -117,7 +92,7 @@ test('a tampered rule comes back from the netfilter monitor alone, long before t
 });
 
 test('a foreign rule re-inserted above our jump as fast as a script can do it makes the agent back off, not spin', async () => {
-  const passesBefore = logs.filter((l) => l.event === 'repaired').length;
+  const passesBefore = logs().filter((l) => l.event === 'repaired').length;
   const t0 = performance.now();
   let inserts = 0;
   while (performance.now() - t0 < 4_000) {
@@ -125,8 +100,8 @@ test('a foreign rule re-inserted above our jump as fast as a script can do it ma
     inserts++;
     await new Promise((r) => setTimeout(r, 20));
   }
-  const repairs = logs.filter((l) => l.event === 'repaired').length - passesBefore;
-  const backoff = logs.filter((l) => l.event === 'repair-backoff');
+  const repairs = logs().filter((l) => l.event === 'repaired').length - passesBefore;
+  const backoff = logs().filter((l) => l.event === 'repair-backoff');
   process.stdout.write(`# fight: ${inserts} foreign inserts in 4 s, ${repairs} repairs, interval reached ${String(backoff.at(-1)?.intervalMs)} ms\n`);
   assert.ok(backoff.length > 0, 'the agent reported the backoff');
   // 100 ms doubling from the second identical repair: 100+200+...+3200 > 4 s, so at most ~7 repairs.

@@ -1,0 +1,47 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { type BareAgent, startBareAgent } from '../helpers/bare-agent.js';
+import { JUMP_LINE, ensureBuilt } from '../helpers/cli.js';
+import { type FirewalldLab, firewalldLab, until } from '../helpers/firewalld.js';
+import { createNetns } from '../helpers/netns.js';
+
+/**
+ * On legacy iptables nothing reports a change as it happens: the built agent, with its
+ * drift check once an hour, repairs a flushed chain when firewalld reloads (Debian's real
+ * firewalld on a private bus in the agent's namespace, test/helpers/firewalld.ts), and
+ * the repair's reason says it came from the Reloaded signal.
+ */
+const ns = createNetns('agent-firewalld');
+let fw: FirewalldLab;
+let agent: BareAgent;
+const RULE = /^-A IMDS-GUARD -d 169\.254\.169\.254\/32 -i docker0 -p tcp -m tcp --dport 80 -m comment --comment "?imds-guard:[0-9a-f]{12}"? -j REDIRECT --to-ports 1$/m;
+const legacyNat = (): string => ns.check('iptables-legacy-save', ['-t', 'nat']);
+const protectedNow = (s = legacyNat()): boolean => RULE.test(s) && s.split('\n').find((l) => l.startsWith('-A PREROUTING')) === JUMP_LINE;
+
+before(async () => {
+  ensureBuilt();
+  fw = firewalldLab(ns);
+  await fw.startBus();
+  await fw.startFirewalld();
+  agent = startBareAgent(ns, ['--backend', 'legacy'], fw.env);
+  await agent.waitFor('the legacy notice', (l) => l.event === 'netfilter-watch-unavailable');
+  await agent.waitFor('the firewalld watcher', (l) => l.event === 'firewalld-watch-started');
+  await agent.waitFor('the first install', (l) => l.event === 'installed');
+  await until('protection in place', () => protectedNow());
+});
+
+after(async () => {
+  await agent?.stop();
+  await fw?.destroy();
+  ns.destroy();
+});
+
+test('a flushed legacy chain is repaired when firewalld reloads, not an hour later', async () => {
+  const from = agent.logs.length;
+  ns.check('iptables-legacy', ['-t', 'nat', '-F', 'IMDS-GUARD']);
+  assert.equal(protectedNow(), false);
+  assert.equal(fw.cmd(['--reload']).trim(), 'success');
+  const repaired = await agent.waitFor('a repair after the reload', (l) => l.event === 'repaired', { from });
+  assert.deepEqual(repaired.reasons, ['firewalld-reloaded']);
+  assert.ok(protectedNow(), legacyNat());
+});
