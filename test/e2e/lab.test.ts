@@ -72,6 +72,18 @@ for (const network of LAB_NETWORKS) {
   });
 }
 
+test('a container on an IPv6 user network reads the fake role credentials from [fd00:ec2::254]', { skip }, async (t) => {
+  const l = theLab();
+  // The server answers IPv6 only where the kernel let the lab set the address (scripts/lab up).
+  if (!existsSync(`${l.dir}/httpd6.pid`) && process.env.CI !== 'true') return t.skip('the lab came up without IPv6');
+  const net = await l.docker(['network', 'create', '--ipv6', '--subnet', 'fd00:dead::/64', 'lab-v6']);
+  assert.equal(net.code, 0, net.stderr);
+  t.after(async () => void (await l.docker(['network', 'rm', 'lab-v6'])));
+  const p = await l.probe6('lab-v6');
+  assert.ok(p.gotCredentials, `no credentials over IPv6:\n${p.output}`);
+  assert.equal(p.refused, false);
+});
+
 test('the lab namespaces have no route off the machine', { skip }, async () => {
   const l = theLab();
   for (const ns of [l.netns, l.mdNetns]) {
