@@ -14,7 +14,7 @@ import { createNetns } from '../helpers/netns.js';
 const ns = createNetns('agent-firewalld');
 let fw: FirewalldLab;
 let agent: BareAgent;
-const RULE = /^-A IMDS-GUARD -d 169\.254\.169\.254\/32 -i docker0 -p tcp -m tcp --dport 80 -m comment --comment "?imds-guard:[0-9a-f]{12}"? -j REDIRECT --to-ports 1$/m;
+const RULE = /^-A IMDS-GUARD -d 169\.254\.169\.254\/32 -p tcp -m tcp --dport 80 -m comment --comment "?imds-guard:[0-9a-f]{12}"? -j REDIRECT --to-ports 1$/m;
 const legacyNat = (): string => ns.check('iptables-legacy-save', ['-t', 'nat']);
 const protectedNow = (s = legacyNat()): boolean => RULE.test(s) && s.split('\n').find((l) => l.startsWith('-A PREROUTING')) === JUMP_LINE;
 
