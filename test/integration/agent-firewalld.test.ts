@@ -26,7 +26,9 @@ before(async () => {
   agent = startBareAgent(ns, ['--backend', 'legacy'], fw.env);
   await agent.waitFor('the legacy notice', (l) => l.event === 'netfilter-watch-unavailable');
   await agent.waitFor('the firewalld watcher', (l) => l.event === 'firewalld-watch-started');
-  await agent.waitFor('the first install', (l) => l.event === 'installed');
+  // The first pass logs 'installed' and then 'repaired': wait for the last, so the test's
+  // own repair is not confused with it.
+  await agent.waitFor('the first install', (l) => l.event === 'repaired' && (l.reasons as string[]).includes('start'));
   await until('protection in place', () => protectedNow());
 });
 
