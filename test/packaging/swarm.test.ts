@@ -332,7 +332,7 @@ test('a flushed IMDS-GUARD chain shows up in docker service logs as drift and is
   t.diagnostic(`flush to repair: ${timings.tamperToRepair} ms (drift schedule ${DRIFT_SCHEDULE})`);
   assert.ok(timings.tamperToRepair < 5_000, `repaired ${timings.tamperToRepair} ms after the flush`);
   // Woken by the drift check or, first, by the netfilter monitor.
-  assert.ok(repaired.reasons.some((r: string) => r === 'drift-check' || r === 'netfilter-change'), JSON.stringify(repaired.reasons));
+  assert.ok((repaired.reasons ?? []).some((r: string) => r === 'drift-check' || r === 'netfilter-change'), JSON.stringify(repaired.reasons));
   // Only the IPv4 nat chain was flushed: every drift line says so, and names the missing rules.
   const drift = (await agentLogSince(l, since.toISOString())).filter((x) => x.event === 'drift');
   assert.deepEqual([...new Set(drift.map((x) => `${String(x.kind)} ${String(x.backend)} ${String(x.family)} ${String(x.chain)}`))], ['rule-missing nft ipv4 IMDS-GUARD']);
