@@ -67,14 +67,15 @@ export async function reconcile(config: Config, ports: Ports, opts: ReconcileOpt
 }
 
 /**
- * The backend a converged `apply` may check with the cheap read, or null: nft when it is
- * configured, or when no legacy table is loaded at all (then nft is the backend, and the
+ * The backend a converged `apply` may check with the cheap read, or null: nft when no
+ * legacy table is loaded at all (then nft is the backend, and the
  * other backend holds nothing to clean up). Legacy gains nothing: `iptables-legacy -S`
  * fetches the whole table from the kernel, as a save does.
  */
 export async function cheapBackend(config: Config, ports: Ports): Promise<Backend | null> {
-  if (config.backend === 'nft') return 'nft';
   if (config.backend === 'legacy') return null;
+  // Even with nft configured: loaded legacy tables can hold a DNAT of an endpoint at the
+  // same hook as ours (other-backend-undermining) or our leftovers, which only a full read sees.
   const [v4, v6] = await Promise.all([ports.iptables.legacyLoaded('ipv4'), ports.iptables.legacyLoaded('ipv6')]);
   return v4 || v6 ? null : 'nft';
 }
