@@ -85,9 +85,10 @@ export function createIptables(run: RunProcess, opts: { lockWaitSeconds: number;
       const tool = `${PREFIX[family]}-${backend}`;
       return Promise.all(
         chains.map(async (chain) => {
-          const r = await run(tool, ['-w', String(opts.lockWaitSeconds), '-t', table, '-S', chain]);
-          // Any failure reads as "not there": the pass that sees it escalates to a full read.
-          return r.code === 0 ? r.stdout : null;
+          // Any failure reads as "not there", a tool that cannot be started too (it rejects):
+          // the pass that sees it escalates to a full read, which reports it (table-unreadable).
+          const r = await run(tool, ['-w', String(opts.lockWaitSeconds), '-t', table, '-S', chain]).catch(() => null);
+          return r !== null && r.code === 0 ? r.stdout : null;
         }),
       );
     },
