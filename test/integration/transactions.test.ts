@@ -7,6 +7,7 @@ import { pathToFileURL } from 'node:url';
 import { before, describe, test } from 'node:test';
 import { FRESH_FILTER, REPO, ensureBuilt, fixture, freshHost, ipt, runCli, saveNatFilter, saveTable } from '../helpers/cli.js';
 import { FRESH_NAT } from '../helpers/netns.js';
+import { requireCapability } from '../helpers/capability.js';
 import type { Backend } from '../helpers/netns.js';
 
 before(() => ensureBuilt());
@@ -39,10 +40,7 @@ describe('the xtables lock (legacy backend)', () => {
 
     // iptables 1.8.9 reads XTABLES_LOCKFILE; make sure this one does before relying on it.
     const probe = ns.run('iptables-legacy-restore', ['--noflush', '-w', '1'], { env: { ...process.env, ...env }, input: '*nat\nCOMMIT\n' });
-    if (probe.code !== 4) {
-      t.skip(`iptables-legacy-restore ignores XTABLES_LOCKFILE here (exit ${probe.code}: ${probe.stderr.trim()})`);
-      return;
-    }
+    if (!requireCapability(t, 'xtables lock probe', probe.code === 4, `iptables-legacy-restore ignores XTABLES_LOCKFILE here (exit ${probe.code}: ${probe.stderr.trim()})`)) return;
     const before = ns.saveNat('ipv4', 'legacy');
 
     const r = runCli(ns, host, ['apply', '--backend', 'legacy', '--lock-wait', '1', ...host.args], { env });
