@@ -319,7 +319,7 @@ test('the task turns healthy: imds-guard status exits 0, Health.Status is health
   t.diagnostic(`waited ${Math.round(performance.now() - t0)} ms more for healthy/Running; tasks ${JSON.stringify(tasks)}`);
 });
 
-test('a flushed IMDS-GUARD chain shows up in docker service logs as drift and is repaired by the next check', { skip, timeout: 60_000 }, async (t) => {
+test('a flushed IMDS-GUARD chain shows up in docker service logs as drift and is repaired by the next pass (netfilter monitor or drift check)', { skip, timeout: 60_000 }, async (t) => {
   const l = theLab();
   const since = new Date();
   const flush = await l.inHost('iptables', ['-t', 'nat', '-F', 'IMDS-GUARD']);
@@ -329,7 +329,8 @@ test('a flushed IMDS-GUARD chain shows up in docker service logs as drift and is
   timings.tamperToRepair = Date.parse(repaired.time) - since.getTime();
   t.diagnostic(`flush to repair: ${timings.tamperToRepair} ms (drift schedule ${DRIFT_SCHEDULE})`);
   assert.ok(timings.tamperToRepair < 5_000, `repaired ${timings.tamperToRepair} ms after the flush`);
-  assert.deepEqual(repaired.reasons, ['drift-check']);
+  // Whichever woke the runner first: the netfilter monitor (nft backend) or the drift check.
+  assert.ok(repaired.reasons !== undefined && repaired.reasons.length > 0 && repaired.reasons.every((r) => r === 'drift-check' || r === 'netfilter-change'), `repair reasons ${JSON.stringify(repaired.reasons)}`);
   // Only the IPv4 nat chain was flushed: every drift line says so, and names the missing rules.
   const drift = (await agentLogSince(l, since.toISOString())).filter((x) => x.event === 'drift');
   assert.deepEqual([...new Set(drift.map((x) => `${String(x.kind)} ${String(x.backend)} ${String(x.family)} ${String(x.chain)}`))], ['rule-missing nft ipv4 IMDS-GUARD']);
