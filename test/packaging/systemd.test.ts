@@ -197,11 +197,15 @@ describe('systemd unit under a real systemd', { skip: skipWithout(...bootNeeds),
   test('inside the sandbox the agent reads the Docker API, creates Docker\'s parent cgroup and reads another user\'s container process cgroup (ProtectControlGroups=no, ProtectProc=default)', async () => {
     // A host-network "container": a process of another user (nobody) in a cgroup of its
     // own, outside Docker's parent, so only its own rule, from its /proc/PID/cgroup, covers it.
-    const fake = '/sys/fs/cgroup/imdsg-hostnet-fake';
+    // Named after the container's id, as Docker names a container's cgroup (the agent
+    // writes no own rule for a cgroup that is not recognisably the container's).
+    const id = 'fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210';
+    const cgroupPath = `/imdsg-hostnet-${id}`;
+    const fake = `/sys/fs/cgroup${cgroupPath}`;
     const sleeper = os().sh(`mkdir ${fake} && { setsid sh -c 'echo $$ >${fake}/cgroup.procs && exec setpriv --reuid=65534 --regid=65534 --clear-groups sleep 600' >/dev/null 2>&1 </dev/null & echo $!; }`);
     const pid = Number(sleeper.stdout.trim());
     assert.ok(pid > 1, `no host-network stand-in process: ${sleeper.stdout}${sleeper.stderr}`);
-    const server = `node /usr/local/lib/fake-docker-api.mjs /run/docker.sock ${pid}`;
+    const server = `node /usr/local/lib/fake-docker-api.mjs /run/docker.sock ${pid} ${id}`;
     os().sh(`setsid ${server} >/run/fake-docker.log 2>&1 </dev/null & echo $! >/run/fake-docker.pid`);
     try {
       await os().waitFor('the fake Docker socket', () => os().sh('test -S /run/docker.sock').status === 0, 10_000);
@@ -210,17 +214,18 @@ describe('systemd unit under a real systemd', { skip: skipWithout(...bootNeeds),
       assert.equal(os().sh('systemctl restart imds-guard').status, 0, journal());
       // Either backend: after the legacy test, auto may well pick legacy.
       const filter = (): string => os().sh('iptables-nft-save -t filter; iptables-legacy-save -t filter').stdout;
-      // Known gap (session 4, issue 12 open): inside this sandbox the agent installs no
-      // IMDS-GUARD-OUT rules yet, so the host-network assertions are not made here; the lab
-      // tests prove the agent's host-network coverage outside a sandbox.
-      await os().waitFor('the FORWARD backstop', () => /-A IMDS-GUARD-FWD /.test(filter()), 20_000);
+      await os()
+        .waitFor('the host-network rules in IMDS-GUARD-OUT', () => new RegExp(`-A IMDS-GUARD-OUT .*--path "?${cgroupPath}"? .*-j REJECT`).test(filter()), 20_000)
+        .catch(() => assert.fail(`no own rule for the host-network process ${pid}:\n${filter()}\n${os().sh('cat /run/fake-docker.log; cat /proc/' + pid + '/cgroup; imds-guard audit').stdout}\n${journal().split('\n').slice(-15).join('\n')}`));
+      assert.match(filter(), /-A IMDS-GUARD-OUT .*-m cgroup --path "?\/docker"? .*-j REJECT/, 'no parent rule');
+      assert.equal(os().sh('test -d /sys/fs/cgroup/docker').status, 0, 'the agent did not create Docker\'s parent cgroup');
       const report = JSON.parse(os().sh('imds-guard audit --format json').stdout) as {
         networks: { name: string; interface: string | null; coverage: string }[];
         hostContainers: { name: string; cgroup: string | null; coverage: string }[];
       };
       const custom = report.networks.find((n) => n.name === 'custom');
       assert.deepEqual({ iface: custom?.interface, coverage: custom?.coverage }, { iface: 'custombr0', coverage: 'forwarded' }, JSON.stringify(report.networks));
-      assert.deepEqual(report.hostContainers.map((c) => c.name), ['hostnet-fake'], 'the host-network container is listed');
+      assert.deepEqual(report.hostContainers.map((c) => [c.name, c.cgroup, c.coverage]), [['hostnet-fake', cgroupPath, 'own-rule']]);
       // The one-shot apply lists the networks; the agent then also watches the events.
       const requests = (): string => os().sh('cat /run/fake-docker.log').stdout;
       await os().waitFor("the agent's event subscription", () => /^GET \S*\/events/m.test(requests()), 10_000);
