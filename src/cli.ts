@@ -57,7 +57,7 @@ function withConfigOptions(cmd: Command): Command {
     .option('--enable-local-service', "add OpenRC's local service to the default runlevel when it is missing")
     .option('--state-dir <dir>', 'agent state directory (default /var/lib/imds-guard)')
     .option('--docker-host <url>', 'Docker API, e.g. unix:///var/run/docker.sock (default: DOCKER_HOST or the local socket)')
-    .option('--no-docker', 'do not ask Docker for its bridges; protect only the configured interfaces')
+    .option('--no-docker', 'do not ask Docker anything: the catch-all and FORWARD backstop still cover every forwarded path, the parent cgroup rule host-network containers under it; no per-container rules, no network report')
     .option('--no-conntrack', 'do not cut tracked connections to the endpoints after adding protection')
     .option('--drift-schedule <cron>', "cron expression (with seconds) of the agent's drift check (default */30 * * * * *)")
     .option('--metrics-listen <addr:port>', 'serve Prometheus metrics on ADDR:PORT (agent; off by default; suggested 127.0.0.1:9469)')
@@ -100,7 +100,7 @@ export function buildProgram(): Command {
     .description('Hides cloud instance metadata endpoints (169.254.169.254, ...) from every container on this host: whatever bridge, overlay or\nVM bridge it is on (nat PREROUTING catch-all, no rule per interface) and with --network host (filter OUTPUT, by cgroup).\nThe host\'s own processes keep their access. macvlan/ipvlan networks cannot be covered from the host and are reported.')
     .version(VERSION)
     .showHelpAfterError('(run with --help for usage)')
-    .addHelpText('after', '\nExit status: 0 protected/done, 1 not protected or drift found, 2 bad input or could not observe, 3 could not apply.');
+    .addHelpText('after', '\nExit status: 0 protected/done, 1 not protected or drift found, 2 bad input, 3 could not apply.\nA table that could not be read is a failed check (IG-501): exit 1, never 0.');
 
   withConfigOptions(program.command('apply'))
     .description('bring the nat table (and boot script) to the protected state once; a converged host is not written')
@@ -189,8 +189,12 @@ export function buildProgram(): Command {
 
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
-  program.exitOverride();
-  for (const c of program.commands) c.exitOverride();
+  // One line, in the same form as every other error: "imds-guard: what", then the hint.
+  const output = {
+    outputError: (str: string, write: (s: string) => void) => write(`imds-guard: ${str.replace(/^error: /, '')}`),
+  };
+  program.exitOverride().configureOutput(output);
+  for (const c of program.commands) c.exitOverride().configureOutput(output);
   try {
     await program.parseAsync(argv);
     return Number(process.exitCode ?? 0);

@@ -34,7 +34,7 @@ describe('a bad configuration changes nothing: exit 2 and one line naming the so
   test('--interfaces is no longer an option', (t) => {
     const { ns, host } = freshHost(t, 'refuse');
     const r = runCli(ns, host, ['apply', ...host.args, '--interfaces', 'x']);
-    assertRefused(ns, host, r, "error: unknown option '--interfaces'", HINT);
+    assertRefused(ns, host, r, "imds-guard: unknown option '--interfaces'", HINT);
   });
 
   test('a config file with the interfaces key is refused with what replaced it (allow)', (t) => {
@@ -56,7 +56,7 @@ describe('a bad configuration changes nothing: exit 2 and one line naming the so
   test('--cloud mars is not a cloud imds-guard has a preset for', (t) => {
     const { ns, host } = freshHost(t, 'refuse');
     const r = runCli(ns, host, ['apply', ...host.args, '--cloud', 'mars']);
-    assertRefused(ns, host, r, "error: option '--cloud <cloud>' argument 'mars' is invalid. Allowed choices are auto, aws, gcp, azure, oci, openstack, alibaba, tencent, digitalocean.", HINT);
+    assertRefused(ns, host, r, "imds-guard: option '--cloud <cloud>' argument 'mars' is invalid. Allowed choices are auto, aws, gcp, azure, oci, openstack, alibaba, tencent, digitalocean.", HINT);
   });
 
   test('cloud: mars in a config file', (t) => {
