@@ -11,7 +11,8 @@ import { cleanEnv } from './proc.js';
  * through tsx), builds the config and the real ports once, and then runs
  * `reconcile(config, ports, opts)` whenever the bench asks, choosing `opts` the way
  * src/app/agent.ts does: a full read first, then, while the last full read was converged
- * without a failure, `{ cheap: { backend } }` (the deciding chains only). Whatever the
+ * without a failure, `{ cheap: cheapReadAfter(last full) }` (the deciding chains only, small
+ * tables listed whole). Whatever the
  * code does with that option is what is timed; the pass reports what it read
  * (`result.reads`), so an escalation to a full read, or code without a cheap read, shows.
  *
@@ -47,8 +48,7 @@ import { createInterface } from 'node:readline';
 const { loadConfig } = await import(${url('app/settings')});
 const { createLogger } = await import(${url('shell/logger')});
 const { realPorts } = await import(${url('app/wiring')});
-const { reconcile } = await import(${url('app/reconcile')});
-const { isFailure } = await import(${url('core/findings')});
+const { reconcile, cheapReadAfter } = await import(${url('app/reconcile')});
 const config = await loadConfig(undefined, ${JSON.stringify(flags)}, {});
 const ports = await realPorts(config, await createLogger('warn', 2));
 // utime, stime, cutime, cstime are fields 14-17 of /proc/self/stat (11-14 after the ") ").
@@ -57,12 +57,12 @@ let last = null;
 process.stdout.write(JSON.stringify({ ready: true }) + '\\n');
 for await (const line of createInterface({ input: process.stdin })) {
   const mode = line.trim();
-  const opts = mode === 'agent' && last !== null && last.converged ? { cheap: { backend: last.backend } } : {};
+  const opts = mode === 'agent' && last !== null ? { cheap: last } : {};
   const c0 = process.cpuUsage(); const k0 = reaped(); const t0 = performance.now();
   const r = await reconcile(config, ports, opts);
   const ms = performance.now() - t0; const c = process.cpuUsage(c0); const k = reaped() - k0;
   const reads = typeof r.reads === 'string' ? r.reads : 'full (no reads field)';
-  if (reads !== 'deciding') last = { backend: r.observation.backend.backend, converged: r.converged && !r.findings.some(isFailure) };
+  if (reads !== 'deciding') last = cheapReadAfter(r);
   process.stdout.write(JSON.stringify({ ms, reads, converged: r.converged, restores: r.restores, selfCpuMs: (c.user + c.system) / 1000, childCpuMs: k }) + '\\n');
 }`;
 }

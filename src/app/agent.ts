@@ -2,8 +2,9 @@ import { CronJob } from 'cron';
 import type { Logger } from 'pino';
 import type { Config } from '../core/config.js';
 import { formatEndpoint } from '../core/endpoint.js';
-import { hasDrift, isFailure } from '../core/findings.js';
+import { hasDrift } from '../core/findings.js';
 import type { Backend, Family } from '../core/family.js';
+import type { TableName } from '../core/saved-table.js';
 import type { NetworkView } from '../core/coverage.js';
 import { splitDockerChurn } from '../core/docker-churn.js';
 import { type DriftHistory, EMPTY_HISTORY, recordPass, splitFirstInstall } from '../core/drift-history.js';
@@ -22,7 +23,7 @@ import { createPassLock } from './one-writer.js';
 import { type PassOutcome, createPassRunner } from './pass-runner.js';
 import { createReloader } from './reloader.js';
 import type { Ports } from './ports.js';
-import { reconcile } from './reconcile.js';
+import { cheapReadAfter, reconcile } from './reconcile.js';
 import { realPorts } from './wiring.js';
 
 // SIGTERM must end the agent within a second: wait this long for a pass in flight
@@ -83,7 +84,8 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
   if (decision.action === 'warn') log.warn({ event: 'another-agent', ...other, configDigest: loadedDigest }, decision.message);
   const writer = createPassLock({ version, log });
 
-  let lastFull: { at: number; backend: Backend; converged: boolean } | null = null;
+  // When the last full read was, and what the passes after it may read cheaply (null: everything).
+  let lastFull: { at: number; cheap: { backend: Backend; whole: readonly TableName[] } | null } | null = null;
   // Families whose old connections could not be cut yet (kept until a pass succeeds at it).
   let cutPending: readonly Family[] = [];
   const pass = async (reasons: string[]): Promise<PassOutcome> => {
@@ -100,11 +102,10 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
       // reload or reconnect, after anything was found, and every FULL_READ_EVERY_MS (the
       // other backend is read then).
       const fullDue = lastFull === null || Date.now() - lastFull.at >= FULL_READ_EVERY_MS || reasons.some((r) => FULL_REASONS.has(r));
-      const opts = { ...(fullDue || lastFull === null || !lastFull.converged ? {} : { cheap: { backend: lastFull.backend } }), cutPending };
+      const opts = { ...(fullDue || lastFull?.cheap == null ? {} : { cheap: lastFull.cheap }), cutPending };
       const result = await writer.around(run.config, () => reconcile(run.config, run.ports, opts));
       cutPending = result.cutPending;
-      if (result.reads === 'full') lastFull = { at: Date.now(), backend: result.observation.backend.backend, converged: result.converged && !result.findings.some(isFailure) };
-      else lastFull = { ...lastFull!, converged: true };
+      if (result.reads === 'full') lastFull = { at: Date.now(), cheap: cheapReadAfter(result) };
       const first = networksBefore === null ? splitFirstInstall(result.findings) : { drift: [...result.findings], install: [] };
       if (hasDrift(first.install)) {
         run.ports.log.info({ event: 'installed', families: [...new Set(first.install.flatMap((f) => (f.family === undefined ? [] : [f.family])))], repaired: result.repaired }, result.repaired ? 'first install: protection put in place' : 'not installed yet (report mode)');

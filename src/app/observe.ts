@@ -2,7 +2,8 @@ import { chooseBackend } from '../core/backend-choice.js';
 import type { Config } from '../core/config.js';
 import type { DockerFacts } from '../core/docker-facts.js';
 import type { Backend, Family } from '../core/family.js';
-import { BOOT_SCRIPT_NAME, FORWARD_CHAIN, NAT_CHAIN, OUTPUT_CHAIN } from '../core/names.js';
+import { DECIDING, WHOLE_BY_DEFAULT, chainsOfTableListing } from '../core/deciding-reads.js';
+import { BOOT_SCRIPT_NAME } from '../core/names.js';
 import type { FamilyObservation, Observation, TableRead } from '../core/plan.js';
 import { type SavedTable, type TableName, emptyTable, parseListing, parseSave } from '../core/saved-table.js';
 import { CommandError, describeError } from '../errors.js';
@@ -74,15 +75,6 @@ async function localService(config: Config, ports: Ports): Promise<boolean | nul
 }
 
 /** The chains that decide whether a converged host is still protected: the hooks we jump from, and our own. */
-const DECIDING: readonly { table: TableName; chains: readonly string[] }[] = [
-  { table: 'nat', chains: ['PREROUTING', NAT_CHAIN] },
-  // DOCKER-USER: Docker moves its jump to the top of FORWARD on every network it creates,
-  // above ours; listing it lets the cheap read judge it harmless (it only returns)
-  // instead of escalating every check to a full read.
-  { table: 'filter', chains: ['FORWARD', FORWARD_CHAIN, 'OUTPUT', OUTPUT_CHAIN, 'DOCKER-USER'] },
-  // A NOTRACK for an endpoint skips NAT altogether: a bypass must not wait for a full read.
-  { table: 'raw', chains: ['PREROUTING'] },
-];
 
 /**
  * The cheap read of a converged agent: per family, only the deciding chains of the
@@ -91,13 +83,18 @@ const DECIDING: readonly { table: TableName; chains: readonly string[] }[] = [
  * (read by every full pass: at start and every few minutes). A pass over it may only conclude "still converged"; anything else is decided
  * by a full read (see reconcile).
  */
-export async function observeDeciding(config: Config, ports: Ports, backend: Backend): Promise<Observation> {
+export async function observeDeciding(config: Config, ports: Ports, backend: Backend, whole: readonly TableName[] = WHOLE_BY_DEFAULT): Promise<Observation> {
   const { iptables } = ports;
   const family = async (f: Family, present: boolean): Promise<FamilyObservation> => {
     if (!present) return { present, ours: { ok: false, why: `no ${f}` }, other: null };
     const tables = new Map<TableName, SavedTable>();
     await Promise.all(
       DECIDING.map(async ({ table, chains }) => {
+        if (whole.includes(table)) {
+          const [text] = await iptables.listChains(f, backend, table, [null]);
+          tables.set(table, parseListing(table, text === null || text === undefined ? chains.map((c) => [c, null] as const) : chainsOfTableListing(text, chains)));
+          return;
+        }
         const texts = await iptables.listChains(f, backend, table, chains);
         tables.set(table, parseListing(table, chains.map((c, i) => [c, texts[i] ?? null] as const)));
       }),

@@ -1,6 +1,8 @@
 import type { Config } from '../core/config.js';
 import { type DesiredFamily, type GuardSpec, desiredFamily } from '../core/desired.js';
 import { type Backend, type Family, FAMILIES } from '../core/family.js';
+import type { TableName } from '../core/saved-table.js';
+import { wholeTablesOf } from '../core/deciding-reads.js';
 import { CHECK, type Finding, isFailure } from '../core/findings.js';
 import { formatEndpoint } from '../core/endpoint.js';
 import { guardSpecOf, planPolicyOf } from '../core/pass-input.js';
@@ -34,7 +36,11 @@ export interface ReconcileOptions {
    * Read only the deciding chains of this backend first (the agent, when its last full
    * read was converged); a pass that finds anything to do or report reads everything.
    */
-  readonly cheap?: { readonly backend: Backend };
+  readonly cheap?: {
+    readonly backend: Backend;
+    /** Tables to list whole, in one process each (core/deciding-reads); default WHOLE_BY_DEFAULT. */
+    readonly whole?: readonly TableName[];
+  };
   /** Families whose connections to the endpoints must still be cut (a cut that failed in an earlier pass). */
   readonly cutPending?: readonly Family[];
 }
@@ -48,7 +54,7 @@ export async function reconcile(config: Config, ports: Ports, opts: ReconcileOpt
   const spec = guardSpecOf(config);
   const policy = planPolicyOf(config);
   if (opts.cheap !== undefined) {
-    const cheap = await passOver(await observeDeciding(config, ports, opts.cheap.backend), config, ports, spec, policy);
+    const cheap = await passOver(await observeDeciding(config, ports, opts.cheap.backend, opts.cheap.whole), config, ports, spec, policy);
     // Only "nothing to do, nothing wrong" is decided from the deciding chains alone.
     if (cheap.converged && !cheap.findings.some(isFailure)) return { ...cheap, restores: 0, repaired: false, reads: 'deciding', cutPending: await cutConnections(config, ports, new Set(opts.cutPending)) };
   }
@@ -64,6 +70,16 @@ export async function reconcile(config: Config, ports: Ports, opts: ReconcileOpt
       ports.log.warn({ attempt, err: e.message }, 'a table changed under the transaction; observing again');
     }
   }
+}
+
+/**
+ * What the next pass of an agent may read cheaply after this full read: the deciding
+ * chains of the backend it chose, with the tables it found small listed whole; null when
+ * it was not converged or found a failure (then the next pass reads everything again).
+ */
+export function cheapReadAfter(full: ReconcileResult): { backend: Backend; whole: TableName[] } | null {
+  if (!full.converged || full.findings.some(isFailure)) return null;
+  return { backend: full.observation.backend.backend, whole: wholeTablesOf(full.observation) };
 }
 
 /**

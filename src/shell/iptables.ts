@@ -12,9 +12,10 @@ export interface IptablesPort {
   /**
    * `iptables -t TABLE -S CHAIN` for each chain, in parallel: the rules of just the chains
    * that decide (under nft this reads those chains, not the table). Null for a chain that
-   * could not be listed (it does not exist, or the table does not).
+   * could not be listed (it does not exist, or the table does not). A null chain lists
+   * the whole table (`-S` alone).
    */
-  listChains(family: Family, backend: Backend, table: string, chains: readonly string[]): Promise<(string | null)[]>;
+  listChains(family: Family, backend: Backend, table: string, chains: readonly (string | null)[]): Promise<(string | null)[]>;
   /** Whether any legacy table exists in this network namespace (read from /proc, no process; true when /proc will not say). */
   legacyLoaded(family: Family): Promise<boolean>;
   /** Whether this network namespace has the family at all (an IPv6-less kernel has no /proc/net/if_inet6). */
@@ -87,7 +88,7 @@ export function createIptables(run: RunProcess, opts: { lockWaitSeconds: number;
         chains.map(async (chain) => {
           // Any failure (the tool missing too) reads as "not there": the pass that sees it
           // escalates to a full read, which says what is wrong.
-          const r = await run(tool, ['-w', String(opts.lockWaitSeconds), '-t', table, '-S', chain]).catch(() => null);
+          const r = await run(tool, ['-w', String(opts.lockWaitSeconds), '-t', table, '-S', ...(chain === null ? [] : [chain])]).catch(() => null);
           return r !== null && r.code === 0 ? r.stdout : null;
         }),
       );

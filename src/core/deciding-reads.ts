@@ -1,0 +1,57 @@
+import { FORWARD_CHAIN, NAT_CHAIN, OUTPUT_CHAIN } from './names.js';
+import type { Observation } from './plan.js';
+import type { TableName } from './saved-table.js';
+
+/** The chains whose rules decide whether a converged host is still protected, per table. */
+export const DECIDING: readonly { readonly table: TableName; readonly chains: readonly string[] }[] = [
+  { table: 'nat', chains: ['PREROUTING', NAT_CHAIN] },
+  // DOCKER-USER: Docker moves its jump to the top of FORWARD on every network it creates,
+  // above ours; listing it lets the cheap read judge it harmless (it only returns)
+  // instead of escalating every check to a full read.
+  { table: 'filter', chains: ['FORWARD', FORWARD_CHAIN, 'OUTPUT', OUTPUT_CHAIN, 'DOCKER-USER'] },
+  // A NOTRACK for an endpoint skips NAT altogether: a bypass must not wait for a full read.
+  { table: 'raw', chains: ['PREROUTING'] },
+];
+
+/**
+ * A table the last full read found this small is listed whole (`iptables -t T -S`, one
+ * process) rather than chain by chain (one process a chain): below this, a process costs
+ * more than the rules it would skip. Docker's filter and raw tables stay far below it
+ * (a few rules a network); the nat table of a host with thousands of published ports or
+ * a Kubernetes node does not, and is then read chain by chain.
+ */
+export const WHOLE_TABLE_MAX_RULES = 500;
+
+/** What a cheap read lists whole when nothing is known of the tables' sizes (a one-shot `apply`). */
+export const WHOLE_BY_DEFAULT: readonly TableName[] = ['filter', 'raw'];
+
+/**
+ * The deciding tables a cheap read may list whole, judged from a full read: each one whose
+ * largest family holds at most WHOLE_TABLE_MAX_RULES rules. A family that could not be
+ * read says nothing, so its tables are read chain by chain.
+ */
+export function wholeTablesOf(observation: Observation): TableName[] {
+  const families = [observation.families.ipv4, observation.families.ipv6].filter((f) => f.present);
+  return DECIDING.map((d) => d.table).filter((table) =>
+    families.every((f) => {
+      if (!f.ours.ok) return false;
+      const t = f.ours.tables.get(table);
+      const rules = t === undefined ? 0 : [...t.lines.values()].reduce((n, l) => n + l.length, 0);
+      return rules <= WHOLE_TABLE_MAX_RULES;
+    }),
+  );
+}
+
+/**
+ * Per wanted chain, the listing of a whole table (`-S` with no chain) as a listing of that
+ * chain alone would read: the text when the table declares the chain (`-P` for a built-in,
+ * `-N` for a user chain), null when it does not, as `-S CHAIN` fails for a missing chain.
+ */
+export function chainsOfTableListing(text: string, chains: readonly string[]): [chain: string, text: string | null][] {
+  const declared = new Set<string>();
+  for (const line of text.split('\n')) {
+    const m = /^-[PN] (\S+)/.exec(line);
+    if (m !== null) declared.add(m[1]!);
+  }
+  return chains.map((c) => [c, declared.has(c) ? text : null]);
+}

@@ -1,0 +1,61 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { DECIDING, WHOLE_TABLE_MAX_RULES, chainsOfTableListing, wholeTablesOf } from '../../src/core/deciding-reads.js';
+import type { Observation } from '../../src/core/plan.js';
+import { type TableName, parseListing, parseSave } from '../../src/core/saved-table.js';
+
+const FILTER = `-P INPUT ACCEPT
+-P FORWARD ACCEPT
+-P OUTPUT ACCEPT
+-N DOCKER-USER
+-N IMDS-GUARD-FWD
+-A FORWARD -m comment --comment "imds-guard: metadata endpoint protection" -j IMDS-GUARD-FWD
+-A FORWARD -j DOCKER-USER
+-A DOCKER-USER -j RETURN
+-A IMDS-GUARD-FWD -d 169.254.169.254/32 -p tcp -m tcp --dport 80 -m comment --comment imds-guard:525867e4855d -j REJECT --reject-with tcp-reset
+`;
+
+const chainListing = (chain: string): string | null => {
+  const lines = FILTER.split('\n').filter((l) => l.startsWith(`-P ${chain} `) || l === `-N ${chain}` || l.startsWith(`-A ${chain} `));
+  return lines.length === 0 ? null : `${lines.join('\n')}\n`;
+};
+
+test('a whole-table listing split by chain parses exactly as the listings of each chain alone, a missing chain included', () => {
+  const chains = DECIDING.find((d) => d.table === 'filter')!.chains;
+  const whole = parseListing('filter', chainsOfTableListing(FILTER, chains));
+  const oneByOne = parseListing('filter', chains.map((c) => [c, chainListing(c)] as const));
+  assert.deepEqual(whole, oneByOne);
+  assert.equal(whole.chains.includes('IMDS-GUARD-OUT'), false, 'not declared in the table: absent, as -S IMDS-GUARD-OUT fails');
+  assert.deepEqual(whole.lines.get('DOCKER-USER'), ['-j RETURN']);
+});
+
+test('a rule of a chain named like a prefix of another is not taken for it', () => {
+  const text = '-P FORWARD ACCEPT\n-N FORWARD-X\n-A FORWARD-X -j ACCEPT\n';
+  const t = parseListing('filter', chainsOfTableListing(text, ['FORWARD', 'FORWARD-X']));
+  assert.deepEqual(t.lines.get('FORWARD'), []);
+  assert.deepEqual(t.lines.get('FORWARD-X'), ['-j ACCEPT']);
+});
+
+const save = (natRules: number): string => {
+  const dnat = Array.from({ length: natRules }, (_, i) => `-A DOCKER -p tcp -m tcp --dport ${10000 + i} -j DNAT --to-destination 172.17.0.2:80`);
+  return ['*nat', ':PREROUTING ACCEPT [0:0]', ':DOCKER - [0:0]', ...dnat, 'COMMIT', '*filter', ':FORWARD ACCEPT [0:0]', '-A FORWARD -j ACCEPT', 'COMMIT', ''].join('\n');
+};
+const observed = (v4: string, v6: string | null, v6ok = true): Observation =>
+  ({
+    families: {
+      ipv4: { present: true, ours: { ok: true, tables: parseSave(v4) }, other: null },
+      ipv6: v6 === null ? { present: false, ours: { ok: false, why: 'no ipv6' }, other: null } : { present: true, ours: v6ok ? { ok: true, tables: parseSave(v6) } : { ok: false, why: 'unreadable' }, other: null },
+    },
+  }) as unknown as Observation;
+
+test('tables the last full read found small are listed whole; a big one, in either family, chain by chain', () => {
+  assert.deepEqual(wholeTablesOf(observed(save(10), save(10))), ['nat', 'filter', 'raw'] satisfies TableName[]);
+  assert.deepEqual(wholeTablesOf(observed(save(WHOLE_TABLE_MAX_RULES), save(0))), ['nat', 'filter', 'raw']);
+  assert.deepEqual(wholeTablesOf(observed(save(WHOLE_TABLE_MAX_RULES + 1), save(0))), ['filter', 'raw']);
+  assert.deepEqual(wholeTablesOf(observed(save(0), save(10_000))), ['filter', 'raw']);
+  assert.deepEqual(wholeTablesOf(observed(save(10_000), null)), ['filter', 'raw'], 'a family the host does not have does not count');
+});
+
+test('a family that could not be read says nothing of its sizes: every table chain by chain', () => {
+  assert.deepEqual(wholeTablesOf(observed(save(1), save(1), false)), []);
+});
