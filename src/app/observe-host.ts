@@ -1,6 +1,5 @@
-import { type CgroupPath, type HostNetContainer, hostContainerCoverage, toCgroupPath } from '../core/cgroup.js';
+import { type CgroupPath, type HostNetContainer, cgroupRuleReadBack, hostContainerCoverage, toCgroupPath } from '../core/cgroup.js';
 import type { Config } from '../core/config.js';
-import type { Backend } from '../core/family.js';
 import { type HostNetObservation, hostNetworkContainers } from '../core/host-network.js';
 import type { Observation } from '../core/plan.js';
 import { describeError } from '../errors.js';
@@ -19,7 +18,7 @@ export async function observeHostNetwork(config: Config, ports: Ports, obs: Obse
   if (!config.hostNetwork) return null;
   const cg = ports.cgroups;
   const root = await cg.v2Root();
-  const match = root === null ? { available: false, why: 'the host has no cgroup v2 hierarchy (cgroup v1 only)' } : await cgroupMatch(ports, obs.backend.backend);
+  const match = root === null ? { available: false, why: 'the host has no cgroup v2 hierarchy (cgroup v1 only)' } : await cgroupMatch(ports, obs);
   const unavailable = root === null ? 'the host has no cgroup v2 hierarchy (cgroup v1 only): the cgroup path match needs v2' : match.available ? null : match.why;
 
   const docker = obs.docker;
@@ -55,8 +54,16 @@ export async function observeHostNetwork(config: Config, ports: Ports, obs: Obse
   return { containers, parent: parentPath !== null && parentInode !== null ? { path: parentPath, inode: parentInode } : null, inodes, unavailable };
 }
 
-/** Probed once per backend for the life of the ports (a start or a reload), like Felix's feature detection. */
-async function cgroupMatch(ports: Ports, backend: Backend): Promise<{ available: boolean; why: string }> {
+/**
+ * Probed once per backend for the life of the ports (a start or a reload), like Felix's
+ * feature detection; not at all when the tables already hold one of our cgroup rules,
+ * which the kernel accepted and iptables printed back (a converged one-shot apply then
+ * runs no probe).
+ */
+async function cgroupMatch(ports: Ports, obs: Observation): Promise<{ available: boolean; why: string }> {
+  const proven = cgroupRuleReadBack(obs);
+  if (proven !== null) return { available: true, why: `the kernel holds our ${proven} cgroup rules and iptables reads them back` };
+  const backend = obs.backend.backend;
   // A probe that could not run (iptables missing, the lock held) says the match is not
   // known to work: host-network containers are then reported exposed, never passed.
   const probe = (f: 'ipv4' | 'ipv6') => ports.capabilities.cgroupMatch(f, backend).catch((e: unknown) => ({ available: false, why: `the cgroup match could not be probed: ${describeError(e)}` }));

@@ -1,4 +1,6 @@
-import { RULE_COMMENT_PREFIX } from './names.js';
+import type { Family } from './family.js';
+import { OUTPUT_CHAIN, RULE_COMMENT_PREFIX } from './names.js';
+import type { Observation } from './plan.js';
 
 /**
  * cgroup v2 paths, as iptables' `-m cgroup --path P` takes them. Verified on kernel 6.18
@@ -228,4 +230,20 @@ function ownReason(given: string | null, parent: CgroupPath | null, exists: bool
   if (parent === null || parent === '/') return `outside any parent: ${JSON.stringify(given)} cannot be a parent`;
   if (!exists) return `outside any parent: ${parent} does not exist`;
   return `outside ${parent} (a per-container --cgroup-parent)`;
+}
+
+/**
+ * The family whose tables, as read, hold a rule of ours that uses the cgroup path match
+ * (in IMDS-GUARD-OUT): proof that the kernel and iptables both take the match, since the
+ * kernel refuses such a rule without xt_cgroup and iptables prints it only with its
+ * extension. Null when no family shows one.
+ */
+export function cgroupRuleReadBack(obs: Pick<Observation, 'families'>): Family | null {
+  for (const family of ['ipv4', 'ipv6'] as const) {
+    const read = obs.families[family].ours;
+    if (!read.ok) continue;
+    const rules = read.tables.get('filter')?.lines.get(OUTPUT_CHAIN) ?? [];
+    if (rules.some((r) => / -m cgroup --path \S/.test(` ${r}`))) return family;
+  }
+  return null;
 }

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
   type CgroupPath,
   type Coverage,
@@ -9,6 +9,7 @@ import {
   cgroupComment,
   cgroupMatchArgs,
   cgroupPathProblem,
+  cgroupRuleReadBack,
   hostContainerCoverage,
   isUnder,
   parseCgroupComment,
@@ -255,4 +256,21 @@ test('hostContainerCoverage: a container joining a host-network one is decided o
 
 test('hostContainerCoverage: no containers, no coverage', () => {
   assert.deepEqual(hostContainerCoverage(input({ containers: [] })), []);
+});
+
+describe('cgroupRuleReadBack: a cgroup rule of ours read back proves the match', () => {
+  const obs = (v4: string[], v6ok = true) =>
+    ({
+      families: {
+        ipv4: { present: true, ours: { ok: true, tables: new Map([['filter', { name: 'filter', chains: ['IMDS-GUARD-OUT'], lines: new Map([['IMDS-GUARD-OUT', v4]]), canonical: '' }]]) }, other: null },
+        ipv6: { present: true, ours: v6ok ? { ok: true, tables: new Map() } : { ok: false, why: 'x' }, other: null },
+      },
+    }) as unknown as Parameters<typeof cgroupRuleReadBack>[0];
+  test('a REJECT by cgroup path in IMDS-GUARD-OUT: proven for that family', () => {
+    assert.equal(cgroupRuleReadBack(obs(['-d 169.254.169.254/32 -p tcp -m tcp --dport 80 -m cgroup --path /docker -m comment --comment "imds-guard:x cgino=5" -j REJECT --reject-with tcp-reset'])), 'ipv4');
+  });
+  test('no rule, or none with the match: not proven (the probe runs)', () => {
+    assert.equal(cgroupRuleReadBack(obs([])), null);
+    assert.equal(cgroupRuleReadBack(obs(['-d 169.254.169.254/32 -p tcp -j REJECT'], false)), null);
+  });
 });
