@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
+import { runProc } from './proc.js';
 
 /**
  * Debian's `prometheus` package (promtool and the server) for the tests that check what
@@ -51,6 +52,34 @@ export async function freeLoopbackPort(): Promise<number> {
   return port;
 }
 
+// One GET from inside a network namespace: a lab namespace has no route to this one, so
+// its 127.0.0.1 is reached by a short node process started there. Prints JSON {status, body}.
+const NETNS_GET = 'fetch(process.argv[1]).then(async (r) => process.stdout.write(JSON.stringify({ status: r.status, body: await r.text() }))).catch((e) => { process.stderr.write(String(e)); process.exit(1); })';
+
+/**
+ * GET `url` (a 127.0.0.1 one) from this process, or with `netns` from inside
+ * /run/netns/NETNS. A connection that fails is a rejection, as with fetch.
+ */
+export async function httpGet(url: string, netns?: string): Promise<{ status: number; body: string }> {
+  if (netns === undefined) {
+    const r = await fetch(url);
+    return { status: r.status, body: await r.text() };
+  }
+  const env: NodeJS.ProcessEnv = {};
+  // The test runner's settings would make the child a test process of its own.
+  for (const [k, v] of Object.entries(process.env)) if (!/^(NODE_OPTIONS$|NODE_TEST)/.test(k)) env[k] = v;
+  const r = await runProc('nsenter', [`--net=/run/netns/${netns}`, process.execPath, '-e', NETNS_GET, url], { env, timeoutMs: 20_000 });
+  if (r.code !== 0) throw new Error(`GET ${url} in ${netns} failed (exit ${r.code}): ${r.stderr.trim()}`);
+  return JSON.parse(r.stdout) as { status: number; body: string };
+}
+
+export interface PrometheusOptions {
+  /** Run it inside /run/netns/NETNS (via nsenter, which execs it: the pid stays Prometheus'), to scrape targets on that namespace's loopback. */
+  readonly netns?: string;
+  /** Its port on 127.0.0.1 (default: a free one here; 9090 in a namespace, where nothing else listens). */
+  readonly port?: number;
+}
+
 export interface RunningPrometheus {
   readonly url: string;
   /** An instant query; returns the result vector. */
@@ -62,18 +91,33 @@ export interface RunningPrometheus {
   stop(): Promise<void>;
 }
 
-/** Starts `prometheus` with `config` (written as YAML) on a free loopback port; resolves once it is ready. */
-export async function startPrometheus(config: unknown): Promise<RunningPrometheus> {
+// Servers this process started and has not stopped: killed (by pid) if it exits first,
+// so no Prometheus outlives its test run (nor keeps a lab namespace alive).
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
+/** Starts `prometheus` with `config` (written as YAML) on a loopback port; resolves once it is ready. */
+export async function startPrometheus(config: unknown, opts: PrometheusOptions = {}): Promise<RunningPrometheus> {
   const dir = mkdtempSync(join(tmpdir(), 'imdsg-prom-'));
   const file = join(dir, 'prometheus.yml');
   writeFileSync(file, stringify(config));
-  const port = await freeLoopbackPort();
+  const port = opts.port ?? (opts.netns === undefined ? await freeLoopbackPort() : 9090);
   const url = `http://127.0.0.1:${port}`;
-  const child: ChildProcess = spawn('prometheus', [`--config.file=${file}`, `--storage.tsdb.path=${join(dir, 'tsdb')}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const args = [`--config.file=${file}`, `--storage.tsdb.path=${join(dir, 'tsdb')}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'];
+  const child: ChildProcess =
+    opts.netns === undefined ? spawn('prometheus', args, { stdio: ['ignore', 'pipe', 'pipe'] }) : spawn('nsenter', [`--net=/run/netns/${opts.netns}`, 'prometheus', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  running.add(child);
   let log = '';
   child.stdout?.on('data', (b: Buffer) => (log += b.toString()));
   child.stderr?.on('data', (b: Buffer) => (log += b.toString()));
-  const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
+  const exited = new Promise<void>((resolve) =>
+    child.once('close', () => {
+      running.delete(child);
+      resolve();
+    }),
+  );
   const stop = async (): Promise<void> => {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill('SIGTERM');
@@ -84,17 +128,18 @@ export async function startPrometheus(config: unknown): Promise<RunningPrometheu
     rmSync(dir, { recursive: true, force: true });
   };
   const api = async <T>(endpoint: string): Promise<T> => {
-    const r = await fetch(`${url}/api/v1/${endpoint}`);
-    const body = (await r.json()) as { status: string; data: T; error?: string };
+    const r = await httpGet(`${url}/api/v1/${endpoint}`, opts.netns);
+    const body = JSON.parse(r.body) as { status: string; data: T; error?: string };
     if (body.status !== 'success') throw new Error(`prometheus ${endpoint}: ${body.error ?? r.status}`);
     return body.data;
   };
   try {
-    for (let i = 0; ; i++) {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
       if (child.exitCode !== null) throw new Error(`prometheus exited ${child.exitCode}:\n${log}`);
-      const ready = await fetch(`${url}/-/ready`).then((r) => r.ok).catch(() => false);
+      const ready = await httpGet(`${url}/-/ready`, opts.netns).then((r) => r.status === 200).catch(() => false);
       if (ready) break;
-      if (i > 150) throw new Error(`prometheus not ready after 30 s:\n${log}`);
+      if (Date.now() > deadline) throw new Error(`prometheus not ready after 30 s:\n${log}`);
       await sleep(200);
     }
   } catch (e) {
