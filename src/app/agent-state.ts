@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import type { AgentHistory } from '../core/report.js';
 import type { FilesPort } from '../shell/files.js';
 

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { ConfigError } from '../errors.js';
 import { cgroupPathProblem } from './cgroup.js';
 import { CLOUDS, type CloudChoice, type CloudResolution, type DmiFacts, resolveCloudEndpoints } from './clouds.js';
