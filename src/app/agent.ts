@@ -4,7 +4,7 @@ import type { Config } from '../core/config.js';
 import { formatEndpoint } from '../core/endpoint.js';
 import { hasDrift } from '../core/findings.js';
 import type { Backend, Family } from '../core/family.js';
-import type { TableName } from '../core/saved-table.js';
+import type { WholeTables } from '../core/deciding-reads.js';
 import type { NetworkView } from '../core/coverage.js';
 import { splitDockerChurn } from '../core/docker-churn.js';
 import { type DriftHistory, EMPTY_HISTORY, recordPass, splitFirstInstall } from '../core/drift-history.js';
@@ -85,7 +85,7 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
   const writer = createPassLock({ version, log });
 
   // When the last full read was, and what the passes after it may read cheaply (null: everything).
-  let lastFull: { at: number; cheap: { backend: Backend; whole: readonly TableName[] } | null } | null = null;
+  let lastFull: { at: number; cheap: { backend: Backend; whole: WholeTables } | null } | null = null;
   // Families whose old connections could not be cut yet (kept until a pass succeeds at it).
   let cutPending: readonly Family[] = [];
   const pass = async (reasons: string[]): Promise<PassOutcome> => {

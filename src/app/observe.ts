@@ -2,7 +2,7 @@ import { chooseBackend } from '../core/backend-choice.js';
 import type { Config } from '../core/config.js';
 import type { DockerFacts } from '../core/docker-facts.js';
 import type { Backend, Family } from '../core/family.js';
-import { DECIDING, WHOLE_BY_DEFAULT, chainsOfTableListing } from '../core/deciding-reads.js';
+import { DECIDING, WHOLE_BY_DEFAULT, type WholeTables, chainsOfTableListing } from '../core/deciding-reads.js';
 import { BOOT_SCRIPT_NAME } from '../core/names.js';
 import type { FamilyObservation, Observation, TableRead } from '../core/plan.js';
 import { type SavedTable, type TableName, emptyTable, parseListing, parseSave } from '../core/saved-table.js';
@@ -83,14 +83,14 @@ async function localService(config: Config, ports: Ports): Promise<boolean | nul
  * (read by every full pass: at start and every few minutes). A pass over it may only conclude "still converged"; anything else is decided
  * by a full read (see reconcile).
  */
-export async function observeDeciding(config: Config, ports: Ports, backend: Backend, whole: readonly TableName[] = WHOLE_BY_DEFAULT): Promise<Observation> {
+export async function observeDeciding(config: Config, ports: Ports, backend: Backend, whole: WholeTables = WHOLE_BY_DEFAULT): Promise<Observation> {
   const { iptables } = ports;
   const family = async (f: Family, present: boolean): Promise<FamilyObservation> => {
     if (!present) return { present, ours: { ok: false, why: `no ${f}` }, other: null };
     const tables = new Map<TableName, SavedTable>();
     await Promise.all(
       DECIDING.map(async ({ table, chains }) => {
-        if (whole.includes(table)) {
+        if (whole[f].includes(table)) {
           const [text] = await iptables.listChains(f, backend, table, [null]);
           tables.set(table, parseListing(table, text === null || text === undefined ? chains.map((c) => [c, null] as const) : chainsOfTableListing(text, chains)));
           return;

@@ -1,8 +1,7 @@
 import type { Config } from '../core/config.js';
 import { type DesiredFamily, type GuardSpec, desiredFamily } from '../core/desired.js';
 import { type Backend, type Family, FAMILIES } from '../core/family.js';
-import type { TableName } from '../core/saved-table.js';
-import { wholeTablesOf } from '../core/deciding-reads.js';
+import { type WholeTables, wholeTablesOf } from '../core/deciding-reads.js';
 import { CHECK, type Finding, isFailure } from '../core/findings.js';
 import { formatEndpoint } from '../core/endpoint.js';
 import { guardSpecOf, planPolicyOf } from '../core/pass-input.js';
@@ -38,8 +37,8 @@ export interface ReconcileOptions {
    */
   readonly cheap?: {
     readonly backend: Backend;
-    /** Tables to list whole, in one process each (core/deciding-reads); default WHOLE_BY_DEFAULT. */
-    readonly whole?: readonly TableName[];
+    /** Tables to list whole per family, in one process each (core/deciding-reads); default WHOLE_BY_DEFAULT. */
+    readonly whole?: WholeTables;
   };
   /** Families whose connections to the endpoints must still be cut (a cut that failed in an earlier pass). */
   readonly cutPending?: readonly Family[];
@@ -77,7 +76,7 @@ export async function reconcile(config: Config, ports: Ports, opts: ReconcileOpt
  * chains of the backend it chose, with the tables it found small listed whole; null when
  * it was not converged or found a failure (then the next pass reads everything again).
  */
-export function cheapReadAfter(full: ReconcileResult): { backend: Backend; whole: TableName[] } | null {
+export function cheapReadAfter(full: ReconcileResult): { backend: Backend; whole: WholeTables } | null {
   if (!full.converged || full.findings.some(isFailure)) return null;
   return { backend: full.observation.backend.backend, whole: wholeTablesOf(full.observation) };
 }

@@ -1,3 +1,4 @@
+import type { Family } from './family.js';
 import { FORWARD_CHAIN, NAT_CHAIN, OUTPUT_CHAIN } from './names.js';
 import type { Observation } from './plan.js';
 import type { TableName } from './saved-table.js';
@@ -22,24 +23,32 @@ export const DECIDING: readonly { readonly table: TableName; readonly chains: re
  */
 export const WHOLE_TABLE_MAX_RULES = 500;
 
+/** Per family, the deciding tables a cheap read lists in one process each. */
+export type WholeTables = Readonly<Record<Family, readonly TableName[]>>;
+
 /** What a cheap read lists whole when nothing is known of the tables' sizes (a one-shot `apply`). */
-export const WHOLE_BY_DEFAULT: readonly TableName[] = ['filter', 'raw'];
+export const WHOLE_BY_DEFAULT: WholeTables = { ipv4: ['filter', 'raw'], ipv6: ['filter', 'raw'] };
 
 /**
- * The deciding tables a cheap read may list whole, judged from a full read: each one whose
- * largest family holds at most WHOLE_TABLE_MAX_RULES rules. A family that could not be
- * read says nothing, so its tables are read chain by chain.
+ * The deciding tables a cheap read may list whole, judged from a full read, per family:
+ * each one that holds at most WHOLE_TABLE_MAX_RULES rules. Judged per family because the
+ * families differ: a host with 10,000 published IPv4 ports usually has an IPv6 nat table
+ * of a few rules, which one process lists whole instead of two listing its chains. A
+ * family that could not be read (or is absent) says nothing, so its tables are read chain
+ * by chain.
  */
-export function wholeTablesOf(observation: Observation): TableName[] {
-  const families = [observation.families.ipv4, observation.families.ipv6].filter((f) => f.present);
-  return DECIDING.map((d) => d.table).filter((table) =>
-    families.every((f) => {
-      if (!f.ours.ok) return false;
-      const t = f.ours.tables.get(table);
+export function wholeTablesOf(observation: Observation): { ipv4: TableName[]; ipv6: TableName[] } {
+  const of = (family: Family): TableName[] => {
+    const f = observation.families[family];
+    if (!f.present || !f.ours.ok) return [];
+    const tables = f.ours.tables;
+    return DECIDING.map((d) => d.table).filter((table) => {
+      const t = tables.get(table);
       const rules = t === undefined ? 0 : [...t.lines.values()].reduce((n, l) => n + l.length, 0);
       return rules <= WHOLE_TABLE_MAX_RULES;
-    }),
-  );
+    });
+  };
+  return { ipv4: of('ipv4'), ipv6: of('ipv6') };
 }
 
 /**

@@ -48,14 +48,15 @@ const observed = (v4: string, v6: string | null, v6ok = true): Observation =>
     },
   }) as unknown as Observation;
 
-test('tables the last full read found small are listed whole; a big one, in either family, chain by chain', () => {
-  assert.deepEqual(wholeTablesOf(observed(save(10), save(10))), ['nat', 'filter', 'raw'] satisfies TableName[]);
-  assert.deepEqual(wholeTablesOf(observed(save(WHOLE_TABLE_MAX_RULES), save(0))), ['nat', 'filter', 'raw']);
-  assert.deepEqual(wholeTablesOf(observed(save(WHOLE_TABLE_MAX_RULES + 1), save(0))), ['filter', 'raw']);
-  assert.deepEqual(wholeTablesOf(observed(save(0), save(10_000))), ['filter', 'raw']);
-  assert.deepEqual(wholeTablesOf(observed(save(10_000), null)), ['filter', 'raw'], 'a family the host does not have does not count');
+test('tables the last full read found small are listed whole, judged per family: a big one is read chain by chain in its own family only', () => {
+  const all: TableName[] = ['nat', 'filter', 'raw'];
+  assert.deepEqual(wholeTablesOf(observed(save(10), save(10))), { ipv4: all, ipv6: all });
+  assert.deepEqual(wholeTablesOf(observed(save(WHOLE_TABLE_MAX_RULES), save(0))), { ipv4: all, ipv6: all });
+  assert.deepEqual(wholeTablesOf(observed(save(WHOLE_TABLE_MAX_RULES + 1), save(0))), { ipv4: ['filter', 'raw'], ipv6: all }, "10,000 published IPv4 ports do not make IPv6's small nat table cost two processes");
+  assert.deepEqual(wholeTablesOf(observed(save(0), save(10_000))), { ipv4: all, ipv6: ['filter', 'raw'] });
+  assert.deepEqual(wholeTablesOf(observed(save(10_000), null)), { ipv4: ['filter', 'raw'], ipv6: [] }, 'a family the host does not have is not read at all');
 });
 
-test('a family that could not be read says nothing of its sizes: every table chain by chain', () => {
-  assert.deepEqual(wholeTablesOf(observed(save(1), save(1), false)), []);
+test('a family that could not be read says nothing of its sizes: its tables chain by chain, the other family as its sizes say', () => {
+  assert.deepEqual(wholeTablesOf(observed(save(1), save(1), false)), { ipv4: ['nat', 'filter', 'raw'], ipv6: [] });
 });
