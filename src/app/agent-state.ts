@@ -16,9 +16,15 @@ const stateSchema = z.object({
   lastError: z.string().nullable(),
   driftCounts: z.record(z.string(), z.number()),
   recentDrift: z.array(z.object({ at: z.string(), kind: z.string(), message: z.string(), repaired: z.boolean() })),
+  // Added later: a state file written before it reads as no contest.
+  contests: z
+    .array(z.object({ signature: z.string(), repairs: z.number(), firstAt: z.string(), lastAt: z.string(), kinds: z.array(z.string()), evidence: z.array(z.string()) }))
+    .default([]),
 });
 
 export type AgentState = z.infer<typeof stateSchema>;
+/** What the agent writes: every field, contests included. */
+export type AgentStateInput = z.input<typeof stateSchema>;
 
 export async function readAgentState(files: FilesPort, stateDir: string): Promise<AgentState | null> {
   const f = await files.read(`${stateDir}/${STATE_FILE}`);
@@ -36,5 +42,5 @@ export async function writeAgentState(files: FilesPort, stateDir: string, state:
 }
 
 export function historyOf(s: AgentState): AgentHistory {
-  return { startedAt: s.startedAt, lastReconcileAt: s.lastReconcileAt, lastResult: s.lastResult, lastError: s.lastError, driftCounts: s.driftCounts, recentDrift: s.recentDrift };
+  return { startedAt: s.startedAt, lastReconcileAt: s.lastReconcileAt, lastResult: s.lastResult, lastError: s.lastError, driftCounts: s.driftCounts, recentDrift: s.recentDrift, contests: s.contests };
 }

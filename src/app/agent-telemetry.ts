@@ -2,7 +2,7 @@ import { CronJob } from 'cron';
 import type { Logger } from 'pino';
 import type { Config } from '../core/config.js';
 import { FAMILIES } from '../core/family.js';
-import { isFailure } from '../core/findings.js';
+import { type Finding, isFailure } from '../core/findings.js';
 import type { PassSample } from '../core/metrics-sample.js';
 import { type MetricsListen, formatMetricsListen } from '../core/metrics-settings.js';
 import { describeError } from '../errors.js';
@@ -22,7 +22,8 @@ export interface AgentTelemetry {
   /** Applies a (new) configuration: metrics server, textfile path, probe schedule. */
   configure(config: Config, ports: Ports): Promise<void>;
   /** One pass done (result) or failed (null). `driftKinds` are the drift events the agent counted. */
-  recordPass(result: ReconcileResult | null, durationMs: number, at: Date, driftKinds: readonly string[]): void;
+  /** `extra`: findings of the agent's own beyond the pass's (a contest, IG-307), for the findings gauge. */
+  recordPass(result: ReconcileResult | null, durationMs: number, at: Date, driftKinds: readonly string[], extra?: readonly Finding[]): void;
   close(): Promise<void>;
 }
 
@@ -90,7 +91,7 @@ export function createAgentTelemetry(version: string, log: Logger): AgentTelemet
         });
       }
     },
-    recordPass(result, durationMs, at, driftKinds) {
+    recordPass(result, durationMs, at, driftKinds, extra = []) {
       if (metrics === null) return;
       const sample: PassSample =
         result === null
@@ -104,7 +105,7 @@ export function createAgentTelemetry(version: string, log: Logger): AgentTelemet
                 family,
                 protected: !result.findings.some((x) => x.family === family && isFailure(x) && (!result.repaired || x.kind === 'table-unreadable' || x.kind === 'other-backend-undermining')),
               })),
-              findings: result.findings.map((f) => ({ id: f.id, severity: f.severity, status: f.status })),
+              findings: [...result.findings, ...extra].map((f) => ({ id: f.id, severity: f.severity, status: f.status })),
               driftKinds,
               repaired: result.repaired,
               networks: result.plan.networks.map((n) => ({ coverage: n.coverage })),

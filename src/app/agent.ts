@@ -11,7 +11,7 @@ import { type DriftHistory, EMPTY_HISTORY, recordPass, splitFirstInstall } from 
 import { configDigest, decideOnOtherAgent } from '../core/peer.js';
 import { AgentConflictError, ExitCode, describeError } from '../errors.js';
 import { type AgentPresence, claimAgentPresence } from '../shell/agent-presence.js';
-import { repairSignatureOf } from '../core/contest.js';
+import { type RepairRecord, contestFindings, detectContests, foldContests, recordRepair, repairDetails, repairSignatureOf } from '../core/contest.js';
 import { spawnLines } from '../shell/exec.js';
 import { watchFirewalld } from '../shell/firewalld-watch.js';
 import { createLogger } from '../shell/logger.js';
@@ -65,7 +65,7 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
   const started = new Date().toISOString();
   let history: DriftHistory = EMPTY_HISTORY;
   let retryTimer: NodeJS.Timeout | null = null;
-  let state: AgentState = { version: 1, pid: process.pid, startedAt: started, lastReconcileAt: null, lastResult: null, lastError: null, driftCounts: {}, recentDrift: [] };
+  let state: AgentState = { version: 1, pid: process.pid, startedAt: started, lastReconcileAt: null, lastResult: null, lastError: null, driftCounts: {}, recentDrift: [], contests: [] };
   let current: Running | null = null;
   let networksBefore: ReadonlyMap<string, NetworkView> | null = null;
 
@@ -86,6 +86,11 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
 
   // When the last full read was, and what the passes after it may read cheaply (null: everything).
   let lastFull: { at: number; cheap: { backend: Backend; whole: WholeTables } | null } | null = null;
+  // The recent repairs, and what each distinct repair undid: the same one again and again is a contest (core/contest).
+  let repairs: RepairRecord[] = [];
+  const repairedWhat = new Map<string, { kinds: string[]; evidence: string[] }>();
+  // Signatures of the contests going on, so each is logged once when it begins.
+  let contesting = new Set<string>();
   // Families whose old connections could not be cut yet (kept until a pass succeeds at it).
   let cutPending: readonly Family[] = [];
   const pass = async (reasons: string[]): Promise<PassOutcome> => {
@@ -143,11 +148,26 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
       }
       if (result.repaired) run.ports.log.info({ event: 'repaired', restores: result.restores, reads: result.reads, durationMs: Math.round(performance.now() - t0), kinds: [...new Set(folded.fresh.map((f) => f.kind))], reasons }, 'repaired');
       else run.ports.log.debug({ event: 'reconciled', converged: result.converged, reads: result.reads, durationMs: Math.round(performance.now() - t0), reasons }, 'pass done');
-      telemetry.recordPass(result, performance.now() - t0, startedAt, folded.fresh.map((f) => f.kind));
       // What this pass undid of someone else's change: the same again and again is a fight.
       if (result.repaired) repairedSignature = repairSignatureOf(drift);
+      const nowMs = Date.now();
+      if (repairedSignature !== null) {
+        repairs = recordRepair(repairs, { at: nowMs, signature: repairedSignature });
+        repairedWhat.set(repairedSignature, repairDetails(drift));
+        for (const sig of [...repairedWhat.keys()]) if (!repairs.some((r) => r.signature === sig)) repairedWhat.delete(sig);
+      }
+      const active = detectContests(repairs, nowMs);
+      const contests = foldContests(state.contests, active, (sig) => repairedWhat.get(sig), nowMs);
+      const began = active.filter((x) => !contesting.has(x.signature));
+      contesting = new Set(active.map((x) => x.signature));
+      for (const c of began) {
+        const d = repairedWhat.get(c.signature);
+        run.ports.log.warn({ event: 'contest', check: 'IG-307', repairs: c.repairs, withinMs: c.lastAt - c.firstAt, kinds: d?.kinds, evidence: d?.evidence }, `someone keeps undoing the protection: the same repair ${c.repairs} times in ${Math.round((c.lastAt - c.firstAt) / 1000)} s; repairing each time, with a backoff`);
+      }
+      // The findings gauge carries a contest too (IG-307), so a fleet sees the fight, not just the repairs.
+      telemetry.recordPass(result, performance.now() - t0, startedAt, folded.fresh.map((f) => f.kind), contestFindings(contests, new Date(nowMs)));
       const drifted = hasDrift(drift);
-      state = { ...state, lastReconcileAt: at, lastResult: result.repaired ? 'repaired' : drifted ? 'drift' : 'converged', lastError: null, driftCounts: history.counts, recentDrift: [...history.recent] };
+      state = { ...state, lastReconcileAt: at, lastResult: result.repaired ? 'repaired' : drifted ? 'drift' : 'converged', lastError: null, driftCounts: history.counts, recentDrift: [...history.recent], contests: contests.map((c) => ({ ...c, kinds: [...c.kinds], evidence: [...c.evidence] })) };
     } catch (e) {
       run.ports.log.error({ event: 'reconcile-failed', err: describeError(e), reasons }, 'reconcile pass failed; the rules in place are kept; retrying');
       state = { ...state, lastReconcileAt: at, lastResult: 'error', lastError: describeError(e) };

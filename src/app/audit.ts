@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import type { Config } from '../core/config.js';
+import { contestFindings } from '../core/contest.js';
 import { formatEndpoint } from '../core/endpoint.js';
 import { type AuditReport, buildReport } from '../core/report.js';
 import { historyOf, readAgentState } from './agent-state.js';
@@ -12,16 +13,18 @@ export async function audit(config: Config, ports: Ports, version: string, now: 
   const result = await reconcile({ ...config, mode: 'report' }, ports);
   const state = await readAgentState(ports.files, config.stateDir);
   const probe = opts.probe === true ? await probeFromContainers(config, ports) : undefined;
+  const at = now();
   return buildReport({
     version,
     host: hostname(),
-    now: now(),
+    now: at,
     backend: result.backend,
     endpoints: { list: config.endpoints.map(formatEndpoint), ...config.endpointChoice },
     allow: config.allow,
     networks: result.plan.networks,
     hostContainers: (result.hostNet?.containers ?? []).map((c) => ({ name: c.name, id: c.id, cgroup: c.cgroup, coverage: c.coverage, reason: c.reason })),
-    findings: result.findings,
+    // A fight the running agent saw is a finding of its own: the tables alone, read now, may look fine.
+    findings: [...result.findings, ...(state === null ? [] : contestFindings(state.contests, at))],
     agent: state === null ? null : historyOf(state),
     ...(probe === undefined ? {} : { probe }),
   });

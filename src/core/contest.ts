@@ -1,4 +1,4 @@
-import { type Finding, isDrift } from './findings.js';
+import { CHECK, type Finding, isDrift } from './findings.js';
 
 /**
  * Is someone fighting us? A foreign rule that keeps re-inserting itself above our jump
@@ -20,9 +20,11 @@ export interface ContestRule {
   readonly withinMs: number;
 }
 
-// Five times in a minute: a human fixing something by hand twice, or a flush and a
-// reload, stays below it; a loop or a controller with a sub-minute resync does not.
-export const DEFAULT_CONTEST_RULE: ContestRule = { repeats: 5, withinMs: 60_000 };
+// Five times in five minutes: a human fixing something by hand twice, or a flush and a
+// reload, stays below it; a loop or a controller with a resync of a minute or less does
+// not. Five minutes, not one: the pass runner's backoff slows identical repairs to one
+// every 30 s (app/pass-runner), and a fight at that pace must stay a contest.
+export const DEFAULT_CONTEST_RULE: ContestRule = { repeats: 5, withinMs: 5 * 60_000 };
 
 export interface Contest {
   readonly signature: string;
@@ -66,4 +68,70 @@ export function detectContests(history: readonly RepairRecord[], now: number, ru
     contests.push({ signature, repairs: repairs.length, firstAt: Math.min(...times), lastAt: Math.max(...times) });
   }
   return contests.sort((a, b) => b.repairs - a.repairs || a.signature.localeCompare(b.signature));
+}
+
+/** A contest as the agent records it in its state file, for `audit` and `status`: times as ISO strings, with what was repaired and the foreign rules that undid it. */
+export interface ContestRecord {
+  readonly signature: string;
+  readonly repairs: number;
+  readonly firstAt: string;
+  readonly lastAt: string;
+  /** The drift kinds the repeated repair undid (jump-not-first, foreign-undermining, ...). */
+  readonly kinds: readonly string[];
+  /** Lines read from the tables in the last repaired pass: the foreign rules, as iptables-save prints them. */
+  readonly evidence: readonly string[];
+}
+
+/** How long after its last repair a contest is still reported by `audit`: a fighter on a slow loop (a cron job every few minutes) is still a fighter. */
+export const CONTEST_REPORT_MS = 15 * 60_000;
+const OURS = /--comment "?imds-guard[: ]/;
+// Evidence lines kept per contest: a fighter whose rule piles up would otherwise grow the state file each pass.
+const MAX_EVIDENCE = 10;
+
+/** What a repaired pass undid, for the contest's record: its drift kinds and evidence, deduplicated and bounded. */
+export function repairDetails(findings: readonly Finding[]): { kinds: string[]; evidence: string[] } {
+  const drift = findings.filter(isDrift);
+  // Our own rules (by their comment) are not evidence of someone else's: the foreign ones are.
+  const foreign = drift.flatMap((f) => f.evidence).filter((line) => !OURS.test(line));
+  return { kinds: [...new Set(drift.map((f) => f.kind))].sort(), evidence: [...new Set(foreign)].slice(0, MAX_EVIDENCE) };
+}
+
+/**
+ * The contests to keep in the state file: those going on now (with the details of their
+ * last repair), and those that ended less than CONTEST_REPORT_MS ago, as last recorded.
+ */
+export function foldContests(
+  kept: readonly ContestRecord[],
+  active: readonly Contest[],
+  details: (signature: string) => { kinds: readonly string[]; evidence: readonly string[] } | undefined,
+  now: number,
+): ContestRecord[] {
+  const out = new Map<string, ContestRecord>();
+  for (const k of kept) if (now - Date.parse(k.lastAt) <= CONTEST_REPORT_MS) out.set(k.signature, k);
+  for (const c of active) {
+    const before = out.get(c.signature);
+    const d = details(c.signature) ?? { kinds: before?.kinds ?? [], evidence: before?.evidence ?? [] };
+    // firstAt stays when the contest was already recorded: the window forgets its oldest repairs, the record does not.
+    out.set(c.signature, { signature: c.signature, repairs: Math.max(c.repairs, before?.repairs ?? 0), firstAt: before?.firstAt ?? new Date(c.firstAt).toISOString(), lastAt: new Date(c.lastAt).toISOString(), kinds: [...d.kinds], evidence: [...d.evidence] });
+  }
+  return [...out.values()].sort((a, b) => b.lastAt.localeCompare(a.lastAt));
+}
+
+/**
+ * The audit's finding for each contest the agent recorded within CONTEST_REPORT_MS of
+ * `now`: a warning (the agent repairs every time, so the host is protected between the
+ * undoing and the repair only after each repair), with the foreign rules as evidence.
+ */
+export function contestFindings(contests: readonly ContestRecord[], now: Date): Finding[] {
+  return contests
+    .filter((c) => now.getTime() - Date.parse(c.lastAt) <= CONTEST_REPORT_MS)
+    .map((c) => ({
+      id: CHECK.contest,
+      kind: 'contest' as const,
+      status: 'warn' as const,
+      severity: 'high' as const,
+      message: `someone keeps undoing the protection: the agent made the same repair (${c.kinds.join(', ') || 'drift'}) ${c.repairs} times between ${c.firstAt} and ${c.lastAt}; each time the endpoints were open until the repair`,
+      evidence: c.evidence,
+      remediation: 'find what keeps changing these rules (a firewall manager in insert mode, a script in a loop, a configuration tool) and make it leave the top of PREROUTING, FORWARD and OUTPUT and the IMDS-GUARD chains alone; the agent backs off but repairs every time',
+    }));
 }

@@ -50,6 +50,9 @@ export type InfoKind =
   | 'host-container';
 
 /** What `audit --probe` found from inside a container's network namespace (IG-7xx). */
+/** Someone keeps undoing the protection: the same repair again and again (IG-307, from the agent's state). */
+export type NeighbourKind = 'contest';
+
 export type ProbeKind = 'probe-connected' | 'probe-blocked' | 'probe-not-probed' | 'probe-error';
 
 export type FindingStatus = 'pass' | 'fail' | 'warn' | 'info';
@@ -58,7 +61,7 @@ export type Severity = 'critical' | 'high' | 'medium' | 'low' | 'info';
 export interface Finding {
   /** Stable check id (documented in the README); the same check keeps its id across releases. */
   readonly id: string;
-  readonly kind: DriftKind | InfoKind | ProbeKind;
+  readonly kind: DriftKind | InfoKind | ProbeKind | NeighbourKind;
   readonly status: FindingStatus;
   readonly severity: Severity;
   readonly message: string;
@@ -95,6 +98,8 @@ export const CHECK = {
   otherBackend: 'IG-303',
   otherBackendUndermining: 'IG-304',
   bypass: 'IG-305',
+  // IG-306 is kept for the native nftables bypasses (a base chain of another table before dstnat).
+  contest: 'IG-307',
   bootScript: 'IG-401',
   localService: 'IG-402',
   family: 'IG-501',

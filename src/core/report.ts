@@ -1,3 +1,4 @@
+import type { ContestRecord } from './contest.js';
 import type { NetworkView } from './coverage.js';
 import type { Finding, FindingStatus } from './findings.js';
 import { type ProbeReport, probeFindings, renderProbeText } from './probe-report.js';
@@ -34,6 +35,8 @@ export interface AgentHistory {
   readonly lastError: string | null;
   readonly driftCounts: Readonly<Record<string, number>>;
   readonly recentDrift: readonly { readonly at: string; readonly kind: string; readonly message: string; readonly repaired: boolean }[];
+  /** Repairs the agent had to make again and again (core/contest), recent ones; `audit` reports them as IG-307. */
+  readonly contests: readonly ContestRecord[];
 }
 
 export interface HostContainerView {

@@ -12,6 +12,8 @@ import type { Netns } from './netns.js';
  */
 export interface BareAgent {
   readonly logs: readonly Record<string, unknown>[];
+  /** The agent's --state-dir (its state.json, which `audit --state-dir` reads). */
+  readonly stateDir: string;
   /** Resolves with the first log line from index `from` on that `match` accepts. */
   waitFor(what: string, match: (l: Record<string, unknown>) => boolean, opts?: { from?: number; timeoutMs?: number }): Promise<Record<string, unknown>>;
   stop(): Promise<void>;
@@ -49,6 +51,7 @@ export function startBareAgent(ns: Netns, args: readonly string[], env: NodeJS.P
   const tail = (): string => `${logs.slice(-8).map((l) => JSON.stringify(l)).join('\n')}\nstderr: ${stderr.join('').slice(-500)}`;
   return {
     logs,
+    stateDir: join(dir, 'state'),
     async waitFor(what, match, opts = {}) {
       const t0 = performance.now();
       for (;;) {

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { type BareAgent, onLines, startBareAgent } from '../helpers/bare-agent.js';
-import { JUMP_LINE, ensureBuilt } from '../helpers/cli.js';
+import { CLI, JUMP_LINE, ensureBuilt } from '../helpers/cli.js';
 import { createNetns } from '../helpers/netns.js';
 
 /**
@@ -14,6 +16,8 @@ import { createNetns } from '../helpers/netns.js';
  * the bench; the test asserts only that protection comes back long before the drift check.
  */
 const ns = createNetns('agent-netwatch');
+// The rule a fighter keeps putting above our jump, as iptables-save prints it.
+const FIGHTER = '-A PREROUTING -d 169.254.169.254/32 -j ACCEPT';
 const RULE = /^-A IMDS-GUARD -d 169\.254\.169\.254\/32 -p tcp -m tcp --dport 80 -m comment --comment "?imds-guard:[0-9a-f]{12}"? -j REDIRECT --to-ports 1$/m;
 
 interface Line {
@@ -108,4 +112,21 @@ test('a foreign rule re-inserted above our jump as fast as a script can do it ma
   assert.ok(repairs <= 10, `${repairs} repairs for ${inserts} inserts`);
   // Once the fight stops, the next repair still comes (within the backoff's cap).
   await until('protection back after the fight', () => protectedNow(), 40_000);
+  // The fight is named as such (IG-307), once, with the fighter's rule as evidence.
+  // (The 20 tampers of the test before are a contest too, by the same rule: 5 identical repairs in 5 minutes.)
+  const contest = logs().filter((l) => l.event === 'contest' && (l.kinds as string[]).includes('foreign-undermining'));
+  assert.equal(contest.length, 1, `one contest event for the fighter's repair: ${JSON.stringify(contest)}`);
+  assert.deepEqual(contest[0]?.evidence, [FIGHTER], `the foreign rule is the evidence: ${JSON.stringify(contest[0])}`);
+  const state = JSON.parse(readFileSync(join(agent.stateDir, 'state.json'), 'utf8')) as { contests: { repairs: number; evidence: string[]; kinds: string[] }[] };
+  const recorded = state.contests.find((c) => c.kinds.includes('foreign-undermining'));
+  assert.ok(recorded !== undefined && recorded.repairs >= 5 && recorded.evidence.includes(FIGHTER), JSON.stringify(state.contests));
+  // And the audit reports it beside a host that reads as protected now: a warning, not a pass.
+  const audit = spawnSync('nsenter', [`--net=${ns.path}`, process.execPath, CLI, 'audit', '--no-docker', '--backend', 'nft', '--boot-script', 'never', '--no-host-network', '--state-dir', agent.stateDir, '--format', 'json'], { encoding: 'utf8' });
+  const report = JSON.parse(audit.stdout) as { protected: boolean; findings: { id: string; status: string; evidence: string[] }[] };
+  const f = report.findings.find((x) => x.id === 'IG-307' && x.evidence.includes(FIGHTER));
+  assert.equal(f?.status, 'warn', audit.stdout.slice(0, 2000));
+  assert.equal(report.protected, true, 'protected again after the fight');
+  assert.equal(audit.status, 0);
+  const text = spawnSync('nsenter', [`--net=${ns.path}`, process.execPath, CLI, 'audit', '--no-docker', '--backend', 'nft', '--boot-script', 'never', '--no-host-network', '--state-dir', agent.stateDir], { encoding: 'utf8' });
+  assert.match(text.stdout, /\[WARN\] IG-307 someone keeps undoing the protection/);
 });
