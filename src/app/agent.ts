@@ -1,4 +1,3 @@
-import { CronJob } from 'cron';
 import type { Logger } from 'pino';
 import type { Config } from '../core/config.js';
 import { formatEndpoint } from '../core/endpoint.js';
@@ -13,6 +12,7 @@ import { AgentConflictError, ExitCode, describeError } from '../errors.js';
 import { type AgentPresence, claimAgentPresence } from '../shell/agent-presence.js';
 import { repairSignatureOf } from '../core/contest.js';
 import { spawnLines } from '../shell/exec.js';
+import { type ScheduledJob, scheduleJob } from '../shell/schedule-timer.js';
 import { watchFirewalld } from '../shell/firewalld-watch.js';
 import { createLogger } from '../shell/logger.js';
 import { watchNetfilter } from '../shell/netfilter-watch.js';
@@ -43,7 +43,7 @@ interface Running {
   /** configDigest of the configuration as loaded (before any fallback a pass makes). */
   digest: string;
   ports: Ports;
-  cron: CronJob;
+  cron: ScheduledJob;
   docker: { stop(): void } | null;
   netfilter: { stop(): void };
   firewalld: { stop(): void };
@@ -192,13 +192,7 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
   // starts, so a failed start or reload leaves no timer or stream behind.
   const startWith = async (cfg: Config, lg: Logger): Promise<Running> => {
     const ports = await realPorts(cfg, lg);
-    const cron = CronJob.from({
-      cronTime: cfg.driftSchedule,
-      onTick: () => runner.request('drift-check'),
-      start: false,
-      waitForCompletion: true,
-      errorHandler: (e: unknown) => lg.error({ err: describeError(e) }, 'drift check failed'),
-    });
+    const cron = scheduleJob(cfg.driftSchedule, () => runner.request('drift-check'), (e: unknown) => lg.error({ err: describeError(e) }, 'drift check failed'));
     const docker = ports.docker === null ? null : watchDocker(ports.docker, lg, { onEvent: (e) => {
         // Container start and stop change the host-network rules; other container events (exec, health) do not.
         if (e.type === 'container' && !CONTAINER_ACTIONS.has(e.action)) return;
@@ -213,7 +207,7 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
     return { config: cfg, digest: configDigest(cfg), ports, cron, docker, netfilter, firewalld, reloaded: false };
   };
   const stopRunning = (r: Running): void => {
-    void r.cron.stop();
+    r.cron.stop();
     r.docker?.stop();
     r.netfilter.stop();
     r.firewalld.stop();
