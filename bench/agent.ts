@@ -30,8 +30,14 @@ import { renderTable } from './table.js';
  *   /proc/<pid>/clear_refs just before, and RSS sampled every 50 ms), in bursts of 25
  *   creates then 25 removes, back to back; the passes and restores they cost.
  */
+/** The parts of the agent module: `probes` (first probe), `race`, `memory` (idle RSS and the 500 network events). */
+export type AgentPart = 'probes' | 'race' | 'memory';
+export const AGENT_PARTS: readonly AgentPart[] = ['probes', 'race', 'memory'];
+
 export interface AgentBenchOptions {
   readonly quick?: boolean;
+  /** The parts to run (default all); the memory part alone measures idle RSS and the events' restores. */
+  readonly parts?: readonly AgentPart[];
   readonly progress?: (line: string) => void;
 }
 
@@ -59,30 +65,31 @@ export async function runAgentBench(opts: AgentBenchOptions = {}): Promise<{ res
   progress(`lab ${LAB} up`);
   const lab = await startLab(LAB);
   let agent: Agent | undefined;
+  const parts = new Set(opts.parts ?? AGENT_PARTS);
   try {
-    const park = await createNetwork(lab, 'benchpark', '10.202.0.0/24', true);
-    progress(`control, no agent: ${sizes.firstProbes} first probes, ${sizes.raceRounds} race rounds`);
-    const firstControl = await firstProbes(lab, null, 'fc', 0, sizes.firstProbes);
-    const raceControl = await raceRounds(lab, null, park, 'rc', 0, sizes.raceRounds);
+    const park = parts.has('race') ? await createNetwork(lab, 'benchpark', '10.202.0.0/24', true) : '';
+    progress(`control, no agent: ${parts.has('probes') ? sizes.firstProbes : 0} first probes, ${parts.has('race') ? sizes.raceRounds : 0} race rounds`);
+    const firstControl = parts.has('probes') ? await firstProbes(lab, null, 'fc', 0, sizes.firstProbes) : null;
+    const raceControl = parts.has('race') ? await raceRounds(lab, null, park, 'rc', 0, sizes.raceRounds) : null;
 
     // The deployed NODE_OPTIONS and the default drift schedule: the passes counted below are the events'.
     agent = await startAgent(lab, { logLevel: 'debug', driftSchedule: '*/30 * * * * *', env: { NODE_OPTIONS: DEPLOYED_NODE_OPTIONS }, extraArgs: ['--cgroup-parent', lab.cgroupParent] });
     const afterStart = agent.mark();
     await sleep(3_000);
     const idle = agent.memoryKb();
-    progress(`with the agent (idle VmRSS ${mb(idle.rss)} MB): ${sizes.firstProbes} first probes, ${sizes.raceRounds} race rounds`);
-    const first = await firstProbes(lab, agent, 'fa', 100, sizes.firstProbes);
-    const race = await raceRounds(lab, agent, park, 'ra', 100, sizes.raceRounds);
-    progress(`${sizes.bursts * EVENTS_PER_BURST} network events in bursts of ${EVENTS_PER_BURST}`);
-    const burst = await measureBurst(lab, agent, sizes.bursts);
+    progress(`with the agent (idle VmRSS ${mb(idle.rss)} MB): ${firstControl === null ? 0 : sizes.firstProbes} first probes, ${raceControl === null ? 0 : sizes.raceRounds} race rounds`);
+    const first = firstControl === null ? null : await firstProbes(lab, agent, 'fa', 100, sizes.firstProbes);
+    const race = raceControl === null ? null : await raceRounds(lab, agent, park, 'ra', 100, sizes.raceRounds);
+    const burst = parts.has('memory') ? (progress(`${sizes.bursts * EVENTS_PER_BURST} network events in bursts of ${EVENTS_PER_BURST}`), await measureBurst(lab, agent, sizes.bursts)) : null;
     const drift = agent.events('drift', afterStart).length;
     const result: Result = {
       quick: opts.quick === true,
+      parts: AGENT_PARTS.filter((p) => parts.has(p)),
       durationSeconds: round((performance.now() - started) / 1000),
       loadavg: { start: loadAtStart.map((x) => round(x, 2)), end: loadavg().map((x) => round(x, 2)) },
-      firstProbe: { control: firstControl, agent: first },
-      race: { control: raceControl, agent: race },
-      memory: { idleRssMb: mb(idle.rss), idleAnonMb: mb(idle.anon), idleFileMb: mb(idle.file), startupPeakMb: mb(idle.peak), burstPeakMb: burst.peakMb },
+      firstProbe: firstControl === null || first === null ? null : { control: firstControl, agent: first },
+      race: raceControl === null || race === null ? null : { control: raceControl, agent: race },
+      memory: { idleRssMb: mb(idle.rss), idleAnonMb: mb(idle.anon), idleFileMb: mb(idle.file), startupPeakMb: mb(idle.peak), burstPeakMb: burst?.peakMb ?? null },
       burst,
       driftEventsDuringBench: drift,
     };
@@ -315,12 +322,14 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 interface Result {
   readonly quick: boolean;
+  readonly parts: readonly AgentPart[];
   readonly durationSeconds: number;
   readonly loadavg: { readonly start: number[]; readonly end: number[] };
-  readonly firstProbe: { readonly control: FirstProbes; readonly agent: FirstProbes };
-  readonly race: { readonly control: RaceRounds; readonly agent: RaceRounds };
-  readonly memory: { readonly idleRssMb: number; readonly idleAnonMb: number; readonly idleFileMb: number; readonly startupPeakMb: number; readonly burstPeakMb: number };
-  readonly burst: BurstResult;
+  /** Null when the part was not run (`--agent-parts`). */
+  readonly firstProbe: { readonly control: FirstProbes; readonly agent: FirstProbes } | null;
+  readonly race: { readonly control: RaceRounds; readonly agent: RaceRounds } | null;
+  readonly memory: { readonly idleRssMb: number; readonly idleAnonMb: number; readonly idleFileMb: number; readonly startupPeakMb: number; readonly burstPeakMb: number | null };
+  readonly burst: BurstResult | null;
   readonly driftEventsDuringBench: number;
 }
 
@@ -330,44 +339,61 @@ function controlNote(got: number, rounds: number): string | null {
 }
 
 function targetsOf(r: Result): Target[] {
-  const fc = controlNote(r.firstProbe.control.gotCredentials, r.firstProbe.control.rounds);
-  const rc = controlNote(r.race.control.gotCredentials, r.race.control.rounds);
-  const fa = r.firstProbe.agent;
-  const ra = r.race.agent;
-  return [
-    { id: 'agent.first-probe', what: 'first probe on a network created just before, with the agent: blocked', target: `all (control: all ${r.firstProbe.control.rounds} read it)`, value: fc ?? `${fa.rounds - fa.gotCredentials} of ${fa.rounds} (control: ${r.firstProbe.control.gotCredentials} of ${r.firstProbe.control.rounds} read it)`, met: fc === null && fa.gotCredentials === 0 && fa.refused === fa.rounds },
-    { id: 'agent.race', what: 'race: running container connected to a fresh network, probing at once: leaks', target: `0 (control: all ${r.race.control.rounds} read it)`, value: rc ?? `${ra.gotCredentials} of ${ra.rounds} (${ra.refused} refused, ${ra.other} other; control: ${r.race.control.gotCredentials} of ${r.race.control.rounds} read it)`, met: rc === null && ra.gotCredentials === 0 && ra.refused === ra.rounds },
-    { id: 'agent.rss-idle', what: 'agent VmRSS at idle (lab, Docker connected)', target: `< ${MAX_IDLE_RSS_MB} MB`, value: `${r.memory.idleRssMb} MB`, met: r.memory.idleRssMb < MAX_IDLE_RSS_MB },
-    { id: 'agent.rss-burst', what: `agent peak RSS during ${r.burst.events} network events`, target: `< ${MAX_PEAK_RSS_MB} MB`, value: `${r.burst.peakMb} MB`, met: r.burst.peakMb < MAX_PEAK_RSS_MB },
-    { id: 'agent.burst-writes', what: `iptables-restore runs for ${r.burst.events} network events`, target: '0', value: String(r.burst.restores), met: r.burst.restores === 0 },
-    { id: 'agent.no-drift', what: 'drift events logged while Docker alone changed networks', target: '0', value: String(r.driftEventsDuringBench), met: r.driftEventsDuringBench === 0 },
-  ];
+  const out: Target[] = [];
+  if (r.firstProbe !== null) {
+    const fc = controlNote(r.firstProbe.control.gotCredentials, r.firstProbe.control.rounds);
+    const fa = r.firstProbe.agent;
+    out.push({ id: 'agent.first-probe', what: 'first probe on a network created just before, with the agent: blocked', target: `all (control: all ${r.firstProbe.control.rounds} read it)`, value: fc ?? `${fa.rounds - fa.gotCredentials} of ${fa.rounds} (control: ${r.firstProbe.control.gotCredentials} of ${r.firstProbe.control.rounds} read it)`, met: fc === null && fa.gotCredentials === 0 && fa.refused === fa.rounds });
+  }
+  if (r.race !== null) {
+    const rc = controlNote(r.race.control.gotCredentials, r.race.control.rounds);
+    const ra = r.race.agent;
+    out.push({ id: 'agent.race', what: 'race: running container connected to a fresh network, probing at once: leaks', target: `0 (control: all ${r.race.control.rounds} read it)`, value: rc ?? `${ra.gotCredentials} of ${ra.rounds} (${ra.refused} refused, ${ra.other} other; control: ${r.race.control.gotCredentials} of ${r.race.control.rounds} read it)`, met: rc === null && ra.gotCredentials === 0 && ra.refused === ra.rounds });
+  }
+  out.push({ id: 'agent.rss-idle', what: 'agent VmRSS at idle (lab, Docker connected)', target: `< ${MAX_IDLE_RSS_MB} MB`, value: `${r.memory.idleRssMb} MB`, met: r.memory.idleRssMb < MAX_IDLE_RSS_MB });
+  if (r.burst !== null) {
+    out.push(
+      { id: 'agent.rss-burst', what: `agent peak RSS during ${r.burst.events} network events`, target: `< ${MAX_PEAK_RSS_MB} MB`, value: `${r.burst.peakMb} MB`, met: r.burst.peakMb < MAX_PEAK_RSS_MB },
+      { id: 'agent.burst-writes', what: `iptables-restore runs for ${r.burst.events} network events`, target: '0', value: String(r.burst.restores), met: r.burst.restores === 0 },
+    );
+  }
+  out.push({ id: 'agent.no-drift', what: 'drift events logged while Docker alone changed networks', target: '0', value: String(r.driftEventsDuringBench), met: r.driftEventsDuringBench === 0 });
+  return out;
 }
 
 function render(r: Result): string {
   const p50 = (xs: readonly number[]): string => (xs.length === 0 ? '' : String(round(median(xs))));
   const max = (xs: readonly number[]): string => (xs.length === 0 ? '' : String(Math.max(...xs)));
-  const fp = (label: string, x: FirstProbes): string[] => [label, String(x.rounds), String(x.gotCredentials), String(x.refused), p50(x.createToResultMs), p50(x.innerMs), p50(x.noticedMs)];
-  const first = renderTable(
-    ['first probe: create a network, then docker run a probe on it', '>rounds', '>read the metadata', '>refused', '>create -> result ms p50', '>attempt ms p50 (inside)', '>agent logged it covered ms p50'],
-    [fp('control: no agent', r.firstProbe.control), fp('with the agent', r.firstProbe.agent)],
-  );
-  const rr = (label: string, x: RaceRounds): string[] => [label, String(x.rounds), String(x.gotCredentials), String(x.refused), String(x.other), p50(x.routePolls), max(x.routePolls)];
-  const race = renderTable(
-    ['race: running container connected to a fresh network, probing at its first route', '>rounds', '>read the metadata', '>refused', '>other', '>route-table polls p50', '>max'],
-    [rr('control: no agent', r.race.control), rr('with the agent', r.race.agent)],
-  );
+  const out = [`agent daemon in a Docker lab, parts ${r.parts.join(', ')} (${r.durationSeconds} s; load average ${r.loadavg.start.join(' ')} at start, ${r.loadavg.end.join(' ')} at end)`];
+  if (r.firstProbe !== null) {
+    const fp = (label: string, x: FirstProbes): string[] => [label, String(x.rounds), String(x.gotCredentials), String(x.refused), p50(x.createToResultMs), p50(x.innerMs), p50(x.noticedMs)];
+    out.push(
+      renderTable(
+        ['first probe: create a network, then docker run a probe on it', '>rounds', '>read the metadata', '>refused', '>create -> result ms p50', '>attempt ms p50 (inside)', '>agent logged it covered ms p50'],
+        [fp('control: no agent', r.firstProbe.control), fp('with the agent', r.firstProbe.agent)],
+      ),
+      '',
+    );
+  }
+  if (r.race !== null) {
+    const rr = (label: string, x: RaceRounds): string[] => [label, String(x.rounds), String(x.gotCredentials), String(x.refused), String(x.other), p50(x.routePolls), max(x.routePolls)];
+    out.push(
+      renderTable(
+        ['race: running container connected to a fresh network, probing at its first route', '>rounds', '>read the metadata', '>refused', '>other', '>route-table polls p50', '>max'],
+        [rr('control: no agent', r.race.control), rr('with the agent', r.race.agent)],
+      ),
+      ...[...r.race.control.otherSamples, ...r.race.agent.otherSamples].map((x) => `  other: ${x}`),
+      '',
+    );
+  }
+  const idle = `memory: VmRSS idle ${r.memory.idleRssMb} MB (anonymous ${r.memory.idleAnonMb}, file-backed ${r.memory.idleFileMb}; start-up high-water mark ${r.memory.startupPeakMb})`;
   const b = r.burst;
+  if (b === null) return [...out, idle].join('\n');
   const list = (t: Readonly<Record<string, number>>): string => Object.entries(t).map(([k, n]) => `${k} x${n}`).join(', ');
   const reads = list(b.passReads);
   return [
-    `agent daemon in a Docker lab (${r.durationSeconds} s; load average ${r.loadavg.start.join(' ')} at start, ${r.loadavg.end.join(' ')} at end)`,
-    first,
-    '',
-    race,
-    ...[...r.race.control.otherSamples, ...r.race.agent.otherSamples].map((x) => `  other: ${x}`),
-    '',
-    `memory: VmRSS idle ${r.memory.idleRssMb} MB (anonymous ${r.memory.idleAnonMb}, file-backed ${r.memory.idleFileMb}; start-up high-water mark ${r.memory.startupPeakMb}); peak during ${b.events} events ${b.peakMb} MB (VmHWM reset before; sampled every 50 ms: ${b.sampledPeakMb}), ${b.afterMb} MB after`,
+    ...out,
+    `${idle}; peak during ${b.events} events ${b.peakMb} MB (VmHWM reset before; sampled every 50 ms: ${b.sampledPeakMb}), ${b.afterMb} MB after`,
     `${b.events} network events in ${b.seconds} s: ${b.passes} passes (${reads || 'none'}; median ${b.passMsMedian} ms), ${b.restores} iptables-restore runs${b.restores > 0 ? ` (${list(b.restoreTables)})` : ''}, agent CPU ${b.agentCpuSeconds} s (its own and its iptables processes')`,
     ...(Object.keys(b.driftKinds).length > 0 ? [`drift the agent logged during those events: ${list(b.driftKinds)}`] : []),
   ].join('\n');
@@ -378,6 +404,6 @@ export const agentModule: BenchModule = {
   name: 'agent',
   description: 'the agent daemon in the Docker lab: first probe on a fresh network and the connect race (each with a control), memory at idle and across 500 events',
   async run(ctx) {
-    return runAgentBench({ progress: (l) => ctx.progress(`agent: ${l}`) });
+    return runAgentBench({ parts: ctx.args.agentParts, progress: (l) => ctx.progress(`agent: ${l}`) });
   },
 };

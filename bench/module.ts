@@ -1,3 +1,4 @@
+import type { AgentPart } from './agent.js';
 import type { Target } from './stats.js';
 
 /** What every part of the bench gets from run.ts. */
@@ -24,6 +25,8 @@ export interface BenchArgs {
   readonly tamperRuns: number;
   /** A tamper not repaired within this many ms is recorded as "> cap". */
   readonly tamperCapMs: number;
+  /** The parts of the agent module to run (agent.ts). */
+  readonly agentParts: readonly AgentPart[];
 }
 
 export interface ModuleOutcome {

@@ -4,7 +4,7 @@ import { cpus, loadavg, release } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { agentModule } from './agent.js';
+import { AGENT_PARTS, type AgentPart, agentModule } from './agent.js';
 import { breakdownModule } from './breakdown.js';
 import { runEngine } from './engine.js';
 import { idleModule } from './idle.js';
@@ -15,7 +15,7 @@ import { renderEngine, renderTargets } from './table.js';
 import { tamperModule } from './tamper.js';
 
 /**
- * `npm run bench [-- --only engine,idle] [--backends nft] [--runs 15] [--no-build]`.
+ * `npm run bench [-- --only engine,idle] [--backends nft] [--runs 15] [--no-build]`; `--help` lists the options.
  * Prints tables on stdout and writes every figure to bench/results/latest.json. Exits
  * non-zero only when something failed to run; a missed target is reported, not fatal.
  */
@@ -33,9 +33,28 @@ const engineModule: BenchModule = {
   },
 };
 
-function parse(): { args: BenchArgs; only: string[] | null; build: boolean; out: string } {
+const HELP = `usage: npm run bench -- [options]   (as root; under the heavy-test lock on a shared machine)
+
+  --only M1,M2          modules to run: engine, breakdown, idle, tamper, agent (default all)
+  --backends nft,legacy backends of the engine loop (default both)
+  --rules N             the headline table size, the one targets are judged on (default 10000)
+  --sizes A,B,C         every table size of the engine loop (default 1000,10000,50000)
+  --runs N              engine rounds at the headline size (default 15)
+  --size-runs N         engine rounds at the other sizes (default 7)
+  --tamper-runs N       tamper-to-repair samples per kind (default 20)
+  --tamper-cap MS       a tamper not repaired within MS counts as "> cap" (default 3000)
+  --agent-parts P1,P2   parts of the agent module: probes, race, memory (default all);
+                        memory alone: idle RSS and the restores of 500 network events
+  --no-build            measure dist/ as it is
+  --out FILE            where the figures go (default bench/results/latest.json)
+  --help                this text
+`;
+
+function parse(): { args: BenchArgs; only: string[] | null; build: boolean; out: string } | null {
   const { values } = parseArgs({
     options: {
+      help: { type: 'boolean', default: false },
+      'agent-parts': { type: 'string', default: AGENT_PARTS.join(',') },
       only: { type: 'string' },
       backends: { type: 'string', default: 'nft,legacy' },
       runs: { type: 'string', default: '15' },
@@ -53,7 +72,10 @@ function parse(): { args: BenchArgs; only: string[] | null; build: boolean; out:
     if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}`);
     return n;
   };
+  if (values.help) return null;
   const backends = (values.backends ?? '').split(',').filter((b) => b !== '');
+  const agentParts = (values['agent-parts'] ?? '').split(',').filter((p) => p !== '');
+  for (const p of agentParts) if (!(AGENT_PARTS as readonly string[]).includes(p)) throw new Error(`--agent-parts: unknown part ${p} (parts: ${AGENT_PARTS.join(', ')})`);
   for (const b of backends) if (b !== 'nft' && b !== 'legacy') throw new Error(`--backends: unknown backend ${b}`);
   const rules = int('rules', values.rules, 1);
   const sizes = [...new Set([...(values.sizes ?? '').split(',').filter((x) => x !== '').map((x) => int('sizes', x, 1)), rules])].sort((a, b) => a - b);
@@ -66,6 +88,7 @@ function parse(): { args: BenchArgs; only: string[] | null; build: boolean; out:
       sizes,
       tamperRuns: int('tamper-runs', values['tamper-runs'], 1),
       tamperCapMs: int('tamper-cap', values['tamper-cap'], 100),
+      agentParts: agentParts as AgentPart[],
     },
     only: values.only === undefined ? null : values.only.split(','),
     build: !values['no-build'],
@@ -99,7 +122,12 @@ function build(progress: (l: string) => void): { ok: boolean; output: string } {
 
 async function main(): Promise<number> {
   const progress = (line: string): void => void process.stderr.write(`bench: ${line}\n`);
-  const { args, only, build: doBuild, out } = parse();
+  const parsed = parse();
+  if (parsed === null) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const { args, only, build: doBuild, out } = parsed;
   preflight();
   const stale = removeStaleNetns();
   if (stale.length > 0) progress(`deleted namespaces left by killed runs: ${stale.join(', ')}`);

@@ -1,4 +1,3 @@
-import { CronJob } from 'cron';
 import type { Logger } from 'pino';
 import type { Config } from '../core/config.js';
 import { FAMILIES } from '../core/family.js';
@@ -8,6 +7,7 @@ import { type MetricsListen, formatMetricsListen } from '../core/metrics-setting
 import { describeError } from '../errors.js';
 import type { Metrics } from '../shell/metrics.js';
 import type { MetricsServer } from '../shell/metrics-export.js';
+import { type ScheduledJob, scheduleJob } from '../shell/schedule-timer.js';
 import type { Ports } from './ports.js';
 import { probeFromContainers, probeSamples } from './probe-audit.js';
 import type { ReconcileResult } from './reconcile.js';
@@ -31,7 +31,7 @@ export function createAgentTelemetry(version: string, log: Logger): AgentTelemet
   let metrics: Metrics | null = null;
   let server: { listen: string; server: MetricsServer } | null = null;
   let textfile: string | null = null;
-  let probeJob: CronJob | null = null;
+  let probeJob: ScheduledJob | null = null;
   let writing: Promise<void> = Promise.resolve();
 
   const ensureMetrics = async (): Promise<Metrics> => {
@@ -72,14 +72,12 @@ export function createAgentTelemetry(version: string, log: Logger): AgentTelemet
       } catch (e) {
         log.error({ event: 'metrics-listen-failed', err: describeError(e) }, 'could not serve metrics; the protection is not affected');
       }
-      void probeJob?.stop();
+      probeJob?.stop();
       probeJob = null;
       if (config.probeSchedule !== null) {
-        probeJob = CronJob.from({
-          cronTime: config.probeSchedule,
-          start: true,
-          waitForCompletion: true,
-          onTick: async () => {
+        probeJob = scheduleJob(
+          config.probeSchedule,
+          async () => {
             const report = await probeFromContainers(config, ports);
             const exposed = report.networks.flatMap((n) => n.endpoints.filter((e) => e.verdict === 'exposed').map((e) => `${n.network} -> ${e.endpoint}`));
             if (exposed.length > 0) log.error({ event: 'probe-exposed', exposed }, `probe: the metadata is reachable from ${exposed.join(', ')}`);
@@ -87,8 +85,9 @@ export function createAgentTelemetry(version: string, log: Logger): AgentTelemet
             metrics?.recordProbe(probeSamples(report), new Date());
             writeTextfile();
           },
-          errorHandler: (e: unknown) => log.warn({ event: 'probe-failed', err: describeError(e) }, 'scheduled probe failed'),
-        });
+          (e: unknown) => log.warn({ event: 'probe-failed', err: describeError(e) }, 'scheduled probe failed'),
+        );
+        probeJob.start();
       }
     },
     recordPass(result, durationMs, at, driftKinds, extra = []) {
@@ -115,7 +114,7 @@ export function createAgentTelemetry(version: string, log: Logger): AgentTelemet
       writeTextfile();
     },
     async close() {
-      void probeJob?.stop();
+      probeJob?.stop();
       await server?.server.close();
       await writing;
     },

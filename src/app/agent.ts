@@ -1,4 +1,3 @@
-import { CronJob } from 'cron';
 import type { Logger } from 'pino';
 import type { Config } from '../core/config.js';
 import { formatEndpoint } from '../core/endpoint.js';
@@ -6,13 +5,14 @@ import { hasDrift } from '../core/findings.js';
 import type { Backend, Family } from '../core/family.js';
 import type { WholeTables } from '../core/deciding-reads.js';
 import type { NetworkView } from '../core/coverage.js';
-import { splitDockerChurn } from '../core/docker-churn.js';
+import { DOCKER_SETTLE_MS, type DockerSettling, settlingAfter, splitDockerChurn, stillSettling } from '../core/docker-churn.js';
 import { type DriftHistory, EMPTY_HISTORY, recordPass, splitFirstInstall } from '../core/drift-history.js';
 import { configDigest, decideOnOtherAgent } from '../core/peer.js';
 import { AgentConflictError, ExitCode, describeError } from '../errors.js';
 import { type AgentPresence, claimAgentPresence } from '../shell/agent-presence.js';
 import { type RepairRecord, contestFindings, detectContests, foldContests, recordRepair, repairDetails, repairSignatureOf } from '../core/contest.js';
 import { spawnLines } from '../shell/exec.js';
+import { type ScheduledJob, scheduleJob } from '../shell/schedule-timer.js';
 import { watchFirewalld } from '../shell/firewalld-watch.js';
 import { createLogger } from '../shell/logger.js';
 import { watchNetfilter } from '../shell/netfilter-watch.js';
@@ -43,7 +43,7 @@ interface Running {
   /** configDigest of the configuration as loaded (before any fallback a pass makes). */
   digest: string;
   ports: Ports;
-  cron: CronJob;
+  cron: ScheduledJob;
   docker: { stop(): void } | null;
   netfilter: { stop(): void };
   firewalld: { stop(): void };
@@ -65,6 +65,9 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
   const started = new Date().toISOString();
   let history: DriftHistory = EMPTY_HISTORY;
   let retryTimer: NodeJS.Timeout | null = null;
+  // Docker's rules for a new bridge left above its -j DOCKER-USER while its network create finishes.
+  let dockerSettling: DockerSettling = new Map();
+  let settleTimer: NodeJS.Timeout | null = null;
   let state: AgentState = { version: 1, pid: process.pid, startedAt: started, lastReconcileAt: null, lastResult: null, lastError: null, driftCounts: {}, recentDrift: [], contests: [] };
   let current: Running | null = null;
   let networksBefore: ReadonlyMap<string, NetworkView> | null = null;
@@ -107,23 +110,39 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
       // reload or reconnect, after anything was found, and every FULL_READ_EVERY_MS (the
       // other backend is read then).
       const fullDue = lastFull === null || Date.now() - lastFull.at >= FULL_READ_EVERY_MS || reasons.some((r) => FULL_REASONS.has(r));
-      const opts = { ...(fullDue || lastFull?.cheap == null ? {} : { cheap: lastFull.cheap }), cutPending };
+      const opts = { ...(fullDue || lastFull?.cheap == null ? {} : { cheap: lastFull.cheap }), cutPending, waitForDocker: stillSettling(dockerSettling, Date.now()) };
       const result = await writer.around(run.config, () => reconcile(run.config, run.ports, opts));
       cutPending = result.cutPending;
+      // Look again once they are no longer fresh: by then Docker has moved its jump, or the pass moves ours.
+      dockerSettling = settlingAfter(dockerSettling, result.plan.awaitingDocker, Date.now());
+      if (dockerSettling.size > 0) {
+        settleTimer ??= setTimeout(() => {
+          settleTimer = null;
+          runner.request('docker-settle');
+        }, DOCKER_SETTLE_MS);
+      }
       if (result.reads === 'full') lastFull = { at: Date.now(), cheap: cheapReadAfter(result) };
       const first = networksBefore === null ? splitFirstInstall(result.findings) : { drift: [...result.findings], install: [] };
       if (hasDrift(first.install)) {
         run.ports.log.info({ event: 'installed', families: [...new Set(first.install.flatMap((f) => (f.family === undefined ? [] : [f.family])))], repaired: result.repaired }, result.repaired ? 'first install: protection put in place' : 'not installed yet (report mode)');
       }
       // Docker's rules for its bridges, put above the backstop jump by `network create` or a
-      // dockerd start, are repaired like drift but are not drift (core/docker-churn).
+      // dockerd start, and the DOCKER-USER chain dockerd makes, are repaired like drift but
+      // are not drift (core/docker-churn).
       const { drift: judged, churn } = splitDockerChurn(first.drift);
       // The first pass after a reload rewrites the boot script for the new configuration: our change, not drift.
       const drift = run.reloaded ? judged.filter((f) => f.kind !== 'boot-script-stale') : judged;
       run.reloaded = false;
       if (churn.length > 0) {
-        const fields = { event: 'docker-churn', families: [...new Set(churn.flatMap((f) => (f.family === undefined ? [] : [f.family])))], evidence: [...new Set(churn.filter((f) => f.kind === 'jump-not-first').flatMap((f) => f.evidence))], repaired: result.repaired, reasons };
-        const msg = result.repaired ? "Docker put its bridges' rules above the FORWARD backstop jump; moved the jump back on top" : "Docker's bridge rules sit above the FORWARD backstop jump (report mode: left as they are)";
+        const fields = { event: 'docker-churn', families: [...new Set(churn.flatMap((f) => (f.family === undefined ? [] : [f.family])))], evidence: [...new Set(churn.filter((f) => f.kind === 'jump-not-first' || f.kind === 'jump-missing').flatMap((f) => f.evidence))], repaired: result.repaired, reasons };
+        const made = churn.some((f) => f.kind === 'jump-missing');
+        const msg = made
+          ? result.repaired ? 'Docker made its DOCKER-USER chain; put the backstop jump at its top' : 'Docker made its DOCKER-USER chain, without the backstop jump (report mode: left as it is)'
+          : result.repaired
+            ? "Docker put its bridges' rules above the FORWARD backstop jump; moved the jump back on top"
+            : result.plan.awaitingDocker.length > 0
+              ? "Docker is setting up a network: its bridge's rules sit above its -j DOCKER-USER for now; left for Docker to finish"
+              : "Docker's bridge rules sit above the FORWARD backstop jump (report mode: left as they are)";
         if (result.repaired) run.ports.log.info(fields, msg);
         else run.ports.log.debug(fields, msg);
       }
@@ -193,13 +212,7 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
   // starts, so a failed start or reload leaves no timer or stream behind.
   const startWith = async (cfg: Config, lg: Logger): Promise<Running> => {
     const ports = await realPorts(cfg, lg);
-    const cron = CronJob.from({
-      cronTime: cfg.driftSchedule,
-      onTick: () => runner.request('drift-check'),
-      start: false,
-      waitForCompletion: true,
-      errorHandler: (e: unknown) => lg.error({ err: describeError(e) }, 'drift check failed'),
-    });
+    const cron = scheduleJob(cfg.driftSchedule, () => runner.request('drift-check'), (e: unknown) => lg.error({ err: describeError(e) }, 'drift check failed'));
     const docker = ports.docker === null ? null : watchDocker(ports.docker, lg, { onEvent: (e) => {
         // Container start and stop change the host-network rules; other container events (exec, health) do not.
         if (e.type === 'container' && !CONTAINER_ACTIONS.has(e.action)) return;
@@ -214,7 +227,7 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
     return { config: cfg, digest: configDigest(cfg), ports, cron, docker, netfilter, firewalld, reloaded: false };
   };
   const stopRunning = (r: Running): void => {
-    void r.cron.stop();
+    r.cron.stop();
     r.docker?.stop();
     r.netfilter.stop();
     r.firewalld.stop();
@@ -261,6 +274,7 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
       stopRunning(reloader.current());
       if (presence.kind === 'claimed') void presence.release();
       if (retryTimer !== null) clearTimeout(retryTimer);
+      if (settleTimer !== null) clearTimeout(settleTimer);
       runner.stop();
       void runner.idle(STOP_GRACE_MS).then(() => {
         for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.removeAllListeners(s);

@@ -42,6 +42,8 @@ export interface ReconcileOptions {
   };
   /** Families whose connections to the endpoints must still be cut (a cut that failed in an earlier pass). */
   readonly cutPending?: readonly Family[];
+  /** Which of Docker's bridge rules above its `-j DOCKER-USER` to leave for Docker to finish with (core/plan); default none. */
+  readonly waitForDocker?: (line: string) => boolean;
 }
 
 // A restore that deletes a jump fails when someone changed the table between our save
@@ -53,12 +55,12 @@ export async function reconcile(config: Config, ports: Ports, opts: ReconcileOpt
   const spec = guardSpecOf(config);
   const policy = planPolicyOf(config);
   if (opts.cheap !== undefined) {
-    const cheap = await passOver(await observeDeciding(config, ports, opts.cheap.backend, opts.cheap.whole), config, ports, spec, policy);
+    const cheap = await passOver(await observeDeciding(config, ports, opts.cheap.backend, opts.cheap.whole), config, ports, spec, policy, opts.waitForDocker);
     // Only "nothing to do, nothing wrong" is decided from the deciding chains alone.
     if (cheap.converged && !cheap.findings.some(isFailure)) return { ...cheap, restores: 0, repaired: false, reads: 'deciding', cutPending: await cutConnections(config, ports, new Set(opts.cutPending)) };
   }
   for (let attempt = 1; ; attempt++) {
-    const base = await passOver(await observe(config, ports), config, ports, spec, policy);
+    const base = await passOver(await observe(config, ports), config, ports, spec, policy, opts.waitForDocker);
     if (config.mode === 'report') return { ...base, restores: 0, repaired: false, reads: 'full', cutPending: [...(opts.cutPending ?? [])] };
     if (base.converged) return { ...base, restores: 0, repaired: false, reads: 'full', cutPending: await cutConnections(config, ports, new Set(opts.cutPending)) };
     try {
@@ -97,7 +99,7 @@ export async function cheapBackend(config: Config, ports: Ports): Promise<Backen
 type PassView = Omit<ReconcileResult, 'restores' | 'repaired' | 'reads' | 'cutPending'>;
 
 /** Desired state computed once from config plus this observation, and the plan against it. */
-async function passOver(obs: Observation, config: Config, ports: Ports, spec: GuardSpec, policy: PlanPolicy): Promise<PassView> {
+async function passOver(obs: Observation, config: Config, ports: Ports, spec: GuardSpec, policy: PlanPolicy, waitForDocker?: (line: string) => boolean): Promise<PassView> {
   const hostNet = await observeHostNetwork(config, ports, obs);
   const desired = Object.fromEntries(FAMILIES.map((f) => [f, desiredFamily(spec, f, hostNet === null ? null : hostNetRules(f, spec.endpoints, hostNet))])) as Record<Family, DesiredFamily>;
   const parent = hostNet?.parent?.path ?? null;
@@ -105,7 +107,7 @@ async function passOver(obs: Observation, config: Config, ports: Ports, spec: Gu
     families: Object.fromEntries(FAMILIES.map((f) => [f, desiredFamily(spec, f, hostNet === null ? null : bootHostNetRules(f, spec.endpoints, parent))])) as Record<Family, DesiredFamily>,
     cgroupParent: parent,
   };
-  const plan = planReconcile(desired, obs, policy, boot);
+  const plan = planReconcile(desired, obs, policy, boot, waitForDocker);
   const findings = [endpointFinding(config), ...plan.findings, ...(hostNet === null ? [] : hostContainerFindings(hostNet, config.notCoverable))];
   return { plan, observation: obs, hostNet, findings, backend: obs.backend.backend, converged: isConverged(plan) };
 }

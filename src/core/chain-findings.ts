@@ -1,15 +1,14 @@
-import type { ChainDiff } from './chain-compare.js';
-import { endpointsOf } from './chain-compare.js';
+import { type ChainDiff, type JumpDiff, endpointsOf, jumpsOf } from './chain-compare.js';
 import type { DesiredRule } from './desired.js';
 import { formatEndpoint } from './endpoint.js';
 import type { Backend, Family } from './family.js';
 import { CHECK, type Finding } from './findings.js';
 import { FORWARD_CHAIN, NAT_CHAIN } from './names.js';
-import { type Rule, joinArgs } from './rule.js';
+import { type Rule, savedLine } from './rule.js';
 import { chainRules, type SavedTable } from './saved-table.js';
 import { commandLine, iptablesCommand } from './shell-words.js';
 
-export const savedLine = (r: Rule): string => `-A ${r.chain} ${joinArgs(r.args)}`;
+export { savedLine };
 
 /** The command that deletes one saved rule, for the family and backend it is in, quoted for a shell. */
 export function deleteCommand(family: Family, backend: Backend, table: string, r: Rule): string {
@@ -48,10 +47,10 @@ export function chainFindings(diff: ChainDiff, where: Where, table: SavedTable):
   if (diff.reordered) {
     out.push({ ...at, id: CHECK.ruleOrder, kind: 'rule-reordered', status: 'fail', severity: 'low', message: `the rules in ${desired.chain} were reordered`, evidence: chainRules(table, desired.chain).map(savedLine), ...apply });
   }
-  out.push(...jumpFindings(diff, where, at));
+  for (const jump of jumpsOf(diff)) out.push(...jumpFindings(diff, jump, where, at, table));
   for (const r of desired.rules.filter((x) => x.purpose === 'block')) {
     const present = diff.matched.get(r.id);
-    const ok = present !== undefined && diff.jump.reachesChain;
+    const ok = present !== undefined && diff.reachesChain;
     const what = describeBlock(diff, r);
     const [kind, message] = ok
       ? (['protected', `${what}: refused`] as const)
@@ -72,27 +71,47 @@ function about(r: DesiredRule): Partial<Pick<Finding, 'endpoint' | 'interface'>>
   return { ...(r.endpoint === undefined ? {} : { endpoint: formatEndpoint(r.endpoint) }), ...(r.interface === undefined ? {} : { interface: r.interface }) };
 }
 
-function jumpFindings(diff: ChainDiff, where: Where, at: Pick<Finding, 'family' | 'backend' | 'table' | 'chain'>): Finding[] {
-  const { desired, jump } = diff;
+function jumpFindings(diff: ChainDiff, jump: JumpDiff, where: Where, at: Pick<Finding, 'family' | 'backend' | 'table' | 'chain'>, table: SavedTable): Finding[] {
+  const { desired } = diff;
+  const from = jump.from;
+  const inHook = from === desired.hook;
+  // A broken jump whose traffic still reaches our chain by the other path (the FORWARD
+  // jump on top, or DOCKER-USER met first) leaves the backstop working: repaired all the same.
+  const severity = diff.reachesChain ? 'medium' : 'critical';
   const out: Finding[] = [];
   if (jump.jumps.length === 0) {
-    out.push({ ...at, id: CHECK.jump, kind: 'jump-missing', status: 'fail', severity: 'critical', message: `${desired.hook} has no jump to ${desired.chain}`, evidence: [], remediation: 'imds-guard apply' });
+    // What DOCKER-USER holds tells a chain Docker just made (only its RETURN) from one someone emptied of ours.
+    const evidence = inHook ? [] : chainRules(table, from).length === 0 ? [`-N ${from}`] : chainRules(table, from).map(savedLine);
+    out.push({ ...at, id: CHECK.jump, kind: 'jump-missing', status: 'fail', severity, message: `${from} has no jump to ${desired.chain}`, evidence, remediation: 'imds-guard apply' });
     return out;
   }
   if (jump.intercepting.length > 0) {
-    out.push({ ...at, id: CHECK.jump, kind: 'jump-not-first', status: 'fail', severity: 'critical', message: `rules above the ${desired.chain} jump in ${desired.hook} can take metadata traffic before it`, evidence: jump.intercepting.map(savedLine), remediation: `imds-guard apply (moves the jump to the top)` });
+    out.push({ ...at, id: CHECK.jump, kind: 'jump-not-first', status: 'fail', severity, message: `rules above the ${desired.chain} jump in ${from} can take metadata traffic before it`, evidence: jump.intercepting.map(savedLine), remediation: `imds-guard apply (moves the jump to the top)` });
     for (const r of jump.intercepting.filter((x) => !isSeedRule(x, diff))) {
-      out.push({ ...at, id: CHECK.undermining, kind: 'foreign-undermining', status: 'fail', severity: 'high', message: `a foreign ${desired.hook} rule above the ${desired.chain} jump matches metadata traffic`, evidence: [savedLine(r)], remediation: `remove it if it is not wanted: ${deleteCommand(where.family, where.backend, desired.table, r)}` });
+      out.push({ ...at, id: CHECK.undermining, kind: 'foreign-undermining', status: 'fail', severity: 'high', message: `a foreign ${from} rule above the ${desired.chain} jump matches metadata traffic`, evidence: [savedLine(r)], remediation: `remove it if it is not wanted: ${deleteCommand(where.family, where.backend, desired.table, r)}` });
     }
   }
   if (jump.altered.length > 0) {
-    out.push({ ...at, id: CHECK.jumpDuplicate, kind: 'jump-altered', status: 'fail', severity: 'high', message: `the ${desired.hook} jump to ${desired.chain} was altered`, evidence: jump.altered.map(savedLine), remediation: 'imds-guard apply' });
+    out.push({ ...at, id: CHECK.jumpDuplicate, kind: 'jump-altered', status: 'fail', severity: 'high', message: `the ${from} jump to ${desired.chain} was altered`, evidence: jump.altered.map(savedLine), remediation: 'imds-guard apply' });
   }
   if (jump.jumps.length > 1) {
-    out.push({ ...at, id: CHECK.jumpDuplicate, kind: 'jump-duplicate', status: 'fail', severity: 'low', message: `${desired.hook} holds ${jump.jumps.length} jumps to ${desired.chain}`, evidence: jump.jumps.map(savedLine), remediation: 'imds-guard apply' });
+    out.push({ ...at, id: CHECK.jumpDuplicate, kind: 'jump-duplicate', status: 'fail', severity: 'low', message: `${from} holds ${jump.jumps.length} jumps to ${desired.chain}`, evidence: jump.jumps.map(savedLine), remediation: 'imds-guard apply' });
+  }
+  if (inHook && diff.awaitingDocker.length > 0) {
+    // Left for Docker to finish: not moved, but not protected either until it does.
+    out.push({ ...at, id: CHECK.jump, kind: 'jump-not-first', status: 'fail', severity, message: `Docker is setting up a network: rules for its bridges sit above its -j ${diff.dockerUser?.from ?? ''} in ${from} until it moves that jump back on top as it finishes (the ${desired.chain} jump is moved if it does not)`, evidence: diff.awaitingDocker.map(savedLine), remediation: 'none while Docker finishes; imds-guard apply (moves the jump to the top)' });
+    return out;
   }
   if (!jump.insert) {
-    out.push({ ...at, id: CHECK.jump, kind: 'protected', status: 'pass', severity: 'info', message: `the ${desired.chain} jump sees all metadata traffic first in ${desired.hook}${jump.harmlessAbove > 0 ? ` (${jump.harmlessAbove} harmless rule(s) above it)` : ''}`, evidence: [savedLine(jump.jumps[0]!)] });
+    const harmless = jump.harmlessAbove > 0 ? ` (${jump.harmlessAbove} harmless rule(s) above it)` : '';
+    const dockerUser = diff.dockerUser?.from ?? '';
+    const message =
+      inHook && diff.viaDockerUser
+        ? `the ${desired.chain} jump is in ${from} below Docker's -j ${dockerUser}, which comes first: the jump at the top of ${dockerUser} decides (${jump.harmlessAbove} rule(s) above this one)`
+        : inHook
+          ? `the ${desired.chain} jump sees all metadata traffic first in ${from}${harmless}`
+          : `the ${desired.chain} jump sees all metadata traffic first in ${from}${harmless}${diff.viaDockerUser ? `, which ${desired.hook} jumps to first` : `; ${desired.hook} does not send all of it there first, so the ${desired.hook} jump decides`}`;
+    out.push({ ...at, id: CHECK.jump, kind: 'protected', status: 'pass', severity: 'info', message, evidence: [savedLine(jump.jumps[0]!)] });
   }
   return out;
 }

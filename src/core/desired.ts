@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { type Endpoint, hostPrefix } from './endpoint.js';
 import type { Family } from './family.js';
-import { FORWARD_CHAIN, JUMP_COMMENT, NAT_CHAIN, OUTPUT_CHAIN, type OwnedChainName, RULE_COMMENT_PREFIX } from './names.js';
+import { DOCKER_USER_CHAIN, FORWARD_CHAIN, JUMP_COMMENT, NAT_CHAIN, OUTPUT_CHAIN, type OwnedChainName, RULE_COMMENT_PREFIX } from './names.js';
 import { type Rule, parseRuleArgs } from './rule.js';
 import { type Target, targetArgs } from './target.js';
 
@@ -43,6 +43,12 @@ export interface DesiredChain {
   readonly hook: 'PREROUTING' | 'FORWARD' | 'OUTPUT';
   /** Arguments of the jump, after `-A HOOK`. */
   readonly jumpArgs: readonly string[];
+  /**
+   * A chain of Docker's that, when the table has it, also holds the jump (the same
+   * arguments) as its first rule: DOCKER-USER for the backstop. Never created by us; the
+   * hook's jump stays, for hosts without Docker and before dockerd has started.
+   */
+  readonly alsoAtTopOf?: typeof DOCKER_USER_CHAIN;
   readonly rules: readonly DesiredRule[];
 }
 
@@ -65,6 +71,9 @@ export const jumpArgs = (chain: OwnedChainName): readonly string[] => ['-m', 'co
  *   endpoint skipped our NAT (NOTRACK in raw, a foreign DNAT that won at the same hook):
  *   it is refused with a reset. A redirected or DNAT-ed packet no longer has the
  *   endpoint as its destination there, so the backstop never sees what NAT handled.
+ *   Where Docker runs, its jump also sits at the top of DOCKER-USER, which Docker keeps
+ *   first in FORWARD: Docker's bridge rules put above the FORWARD jump on every network
+ *   create then never come before the backstop, and need no write.
  * Allowed interfaces return first in both chains.
  * `output`, when given, is the filter OUTPUT chain's content (host-network containers).
  */
@@ -84,6 +93,7 @@ export function desiredFamily(spec: GuardSpec, family: Family, output: readonly 
     chain: FORWARD_CHAIN,
     hook: 'FORWARD',
     jumpArgs: jumpArgs(FORWARD_CHAIN),
+    alsoAtTopOf: DOCKER_USER_CHAIN,
     rules: [...allow(FORWARD_CHAIN), ...endpoints.map((e) => ruleFor(family, FORWARD_CHAIN, 'block', endpointMatch(family, e), REJECT_RESET, { endpoint: e }))],
   };
   const chains = [nat, forward];

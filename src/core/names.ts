@@ -15,6 +15,15 @@ export const JUMP_COMMENT = 'imds-guard: metadata endpoint protection';
 export const RULE_COMMENT_PREFIX = 'imds-guard:';
 export const BOOT_SCRIPT_NAME = 'imds-guard.start';
 
+/**
+ * Docker's filter chain for its users' rules. Docker keeps FORWARD's `-j DOCKER-USER` the
+ * first rule of FORWARD (it moves it back on top at every network create and daemon
+ * start) and never flushes the chain (it only creates it, with a trailing RETURN), so
+ * our backstop jump at its top stays first where Docker's own bridge rules in FORWARD
+ * keep pushing our FORWARD jump down. Never ours: we neither create it nor touch its rules.
+ */
+export const DOCKER_USER_CHAIN = 'DOCKER-USER';
+
 export function isOwnedChain(name: string): name is OwnedChainName {
   return (OWNED_CHAINS as readonly string[]).includes(name);
 }

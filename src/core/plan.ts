@@ -67,6 +67,8 @@ export interface Plan {
   readonly desired: readonly DesiredFamily[];
   /** What the boot script restores. */
   readonly bootDesired: { readonly families: readonly DesiredFamily[]; readonly cgroupParent: string | null };
+  /** Docker's rules left above its `-j DOCKER-USER` for Docker to finish with (chain-compare), as saved lines. */
+  readonly awaitingDocker: readonly string[];
 }
 
 /** What the boot script restores: the desired state as it can be at boot, and the container parent cgroup to create first. */
@@ -75,16 +77,23 @@ export interface BootDesired {
   readonly cgroupParent: string | null;
 }
 
-/** Desired state (computed once by the caller) compared with what was observed. */
-export function planReconcile(desired: Readonly<Record<Family, DesiredFamily>>, obs: Observation, policy: PlanPolicy, boot: BootDesired = { families: desired, cgroupParent: null }): Plan {
+/**
+ * Desired state (computed once by the caller) compared with what was observed.
+ * `waitForDocker` says which of Docker's bridge rules, seen above its `-j DOCKER-USER`,
+ * are fresh enough to leave for Docker to finish its network create (the agent); by
+ * default none are, and the FORWARD jump is moved above them.
+ */
+export function planReconcile(desired: Readonly<Record<Family, DesiredFamily>>, obs: Observation, policy: PlanPolicy, boot: BootDesired = { families: desired, cgroupParent: null }, waitForDocker: (line: string) => boolean = () => false): Plan {
   const backend = obs.backend.backend;
   const findings: Finding[] = [{ id: CHECK.backend, kind: 'backend', status: 'info', severity: 'info', backend, message: `iptables backend ${backend}: ${obs.backend.reason}`, evidence: [] }];
   const transactions: Transaction[] = [];
   const written: DesiredFamily[] = [];
+  const awaitingDocker: string[] = [];
   for (const family of FAMILIES) {
-    const f = planFamily(desired[family], obs.families[family], backend, policy.allow);
+    const f = planFamily(desired[family], obs.families[family], backend, policy.allow, waitForDocker);
     findings.push(...f.findings);
     transactions.push(...f.transactions);
+    awaitingDocker.push(...f.awaitingDocker);
     if (f.holds) written.push(desired[family]);
   }
   const networks = obs.docker === null ? { views: [], findings: [] } : networkFindings(obs.docker.networks, policy.allow, policy.notCoverable);
@@ -94,7 +103,7 @@ export function planReconcile(desired: Readonly<Record<Family, DesiredFamily>>, 
   }
   const atBoot = { families: written.map((f) => boot.families[f.family]), cgroupParent: boot.cgroupParent };
   const script = planBootScript(policy, obs, backend, atBoot, findings);
-  return { findings, transactions, bootScript: script.script, enableLocalService: script.enableLocal, networks: networks.views, desired: written, bootDesired: atBoot };
+  return { findings, transactions, bootScript: script.script, enableLocalService: script.enableLocal, networks: networks.views, desired: written, bootDesired: atBoot, awaitingDocker };
 }
 
 interface FamilyPlan {
@@ -102,17 +111,19 @@ interface FamilyPlan {
   readonly transactions: readonly Transaction[];
   /** The family's tables were read and hold (or will hold) our chains. */
   readonly holds: boolean;
+  readonly awaitingDocker: readonly string[];
 }
 
 const WRITTEN_TABLES: readonly ('nat' | 'filter')[] = ['nat', 'filter'];
 
-function planFamily(want: DesiredFamily, seen: FamilyObservation, backend: Backend, allow: readonly string[]): FamilyPlan {
+function planFamily(want: DesiredFamily, seen: FamilyObservation, backend: Backend, allow: readonly string[], waitForDocker: (line: string) => boolean): FamilyPlan {
   const { family } = want;
   const findings: Finding[] = [];
   const transactions: Transaction[] = [];
+  const awaitingDocker: string[] = [];
   if (!seen.present) {
     if (want.chains.length > 0) findings.push({ id: CHECK.family, kind: 'family-unavailable', status: 'info', severity: 'info', family, backend, message: `this host has no ${family}: its endpoints cannot be reached and are skipped`, evidence: [] });
-    return { findings, transactions, holds: false };
+    return { findings, transactions, holds: false, awaitingDocker };
   }
   if (!seen.ours.ok) {
     // Fail closed: a table we could not read was not checked, so it is not protected.
@@ -122,8 +133,9 @@ function planFamily(want: DesiredFamily, seen: FamilyObservation, backend: Backe
     for (const table of WRITTEN_TABLES) {
       const saved = tables.get(table) ?? emptyTable(table);
       const chains = want.chains.filter((c) => c.table === table);
-      const diffs: ChainDiff[] = chains.map((c) => compareChain(c, saved, allow));
+      const diffs: ChainDiff[] = chains.map((c) => compareChain(c, saved, allow, waitForDocker));
       for (const d of diffs) {
+        awaitingDocker.push(...d.awaitingDocker.map(savedLine));
         findings.push(...chainFindings(d, { family, backend }, saved));
         findings.push(...seedDuplicateFindings(d, { family, backend }, saved));
       }
@@ -144,7 +156,7 @@ function planFamily(want: DesiredFamily, seen: FamilyObservation, backend: Backe
     findings.push(...otherBackendUndermining(want, seen.other, family, ob, allow));
     findings.push(...bypassFindings(want, seen.other, family, ob));
   }
-  return { findings, transactions, holds: seen.ours.ok && want.chains.length > 0 };
+  return { findings, transactions, holds: seen.ours.ok && want.chains.length > 0, awaitingDocker };
 }
 
 /** An owned chain the desired state no longer has (host-network protection switched off). */

@@ -1,4 +1,4 @@
-import type { ChainDiff } from './chain-compare.js';
+import { type ChainDiff, jumpsOf } from './chain-compare.js';
 import { OWNED_CHAINS, type OwnedChainName } from './names.js';
 import { joinArgs, ruleTarget } from './rule.js';
 import { type SavedTable, type TableName, chainRules, chainsJumpingTo, hasChain } from './saved-table.js';
@@ -9,7 +9,8 @@ import { type SavedTable, type TableName, chainRules, chainsJumpingTo, hasChain 
  *
  * Like kube-proxy, we declare the chains we own (`:IMDS-GUARD - [0:0]`, which flushes a
  * chain under --noflush) and write their whole content, so each is always exactly what
- * the code says. Jumps are deleted by their exact saved arguments, never by number: a
+ * the code says. Of a foreign chain only our own jump is ever named: deleted by its text,
+ * inserted at the top (the hook's, and DOCKER-USER's when Docker made that chain). Jumps are deleted by their exact saved arguments, never by number: a
  * number read before the transaction may point at someone else's rule by the time it
  * runs, while a vanished rule makes the whole transaction fail and the next pass look
  * again. Owned chains this table holds but the desired state no longer has (host-network
@@ -34,8 +35,10 @@ export function renderTableRestore(table: TableName, diffs: readonly ChainDiff[]
     }
   }
   for (const d of diffs) {
-    for (const j of d.jump.toDelete.filter((r) => payloadSafe(r.args))) lines.push(`-D ${d.desired.hook} ${joinArgs(j.args)}`);
-    if (d.jump.insert) lines.push(`-I ${d.desired.hook} 1 ${joinArgs(d.desired.jumpArgs)}`);
+    for (const jump of jumpsOf(d)) {
+      for (const j of jump.toDelete.filter((r) => payloadSafe(r.args))) lines.push(`-D ${jump.from} ${joinArgs(j.args)}`);
+      if (jump.insert) lines.push(`-I ${jump.from} 1 ${joinArgs(d.desired.jumpArgs)}`);
+    }
   }
   const wanted = new Set<string>(diffs.map((d) => d.desired.chain));
   lines.push(...removalLines(saved, OWNED_CHAINS.filter((c) => !wanted.has(c))));

@@ -48,6 +48,9 @@ export function joinArgs(args: readonly string[]): string {
   return args.map((a) => (a === '' || /[\s"\\]/.test(a) ? `"${a.replace(/(["\\])/g, '\\$1')}"` : a)).join(' ');
 }
 
+/** A parsed rule as iptables-save prints it: `-A CHAIN ARGS`. */
+export const savedLine = (r: Rule): string => `-A ${r.chain} ${joinArgs(r.args)}`;
+
 export function parseRuleArgs(chain: string, args: readonly string[]): Rule {
   const options: RuleOption[] = [];
   let negated = false;

@@ -12,7 +12,7 @@ export const DEFAULT_DRIFT_SCHEDULE = '*/30 * * * * *';
  */
 export function scheduleProblem(expression: string): string | null {
   // Known good (a unit test proves it with the package): the common case costs nothing.
-  if (expression === DEFAULT_DRIFT_SCHEDULE) return null;
+  if (expression === DEFAULT_DRIFT_SCHEDULE || everySeconds(expression) !== null) return null;
   const { CronTime } = loadCron();
   let time: Cron.CronTime;
   try {
@@ -28,6 +28,29 @@ export function scheduleProblem(expression: string): string | null {
   return null;
 }
 
+/**
+ * N when `expression` is `*\/N * * * * *` (or `* * * * * *`, N = 1) with N dividing 60:
+ * it fires whenever the wall clock's seconds are a multiple of N, which a timer aligned
+ * to the epoch does as cron does (every time zone's offset is whole minutes). The default
+ * drift check is one, and the agent then needs neither the cron package nor luxon, whose
+ * time-zone work loads ICU's data (about 10 MB of RSS for as long as the agent runs).
+ * Null for anything else (the cron package runs it).
+ */
+export function everySeconds(expression: string): number | null {
+  const fields = expression.trim().split(/\s+/);
+  if (fields.length !== 6 || fields.slice(1).some((f) => f !== '*')) return null;
+  if (fields[0] === '*') return 1;
+  const m = /^\*\/([1-9][0-9]?)$/.exec(fields[0]!);
+  const n = m === null ? NaN : Number(m[1]);
+  return n < 60 && 60 % n === 0 ? n : null;
+}
+
+/** The first instant after `nowMs` (epoch ms) whose seconds are a multiple of `seconds`, at a whole second. */
+export function nextAligned(nowMs: number, seconds: number): number {
+  const step = seconds * 1000;
+  return (Math.floor(nowMs / step) + 1) * step;
+}
+
 function firstLine(e: unknown): string {
   return (e instanceof Error ? e.message : String(e)).split('\n')[0]!.trim();
 }
@@ -38,6 +61,6 @@ function firstLine(e: unknown): string {
  * bundle esbuild turns this `require` into its own copy of the package, evaluated on
  * the first call; under tsx (the tests) an ES module has no `require`, so node resolves it.
  */
-function loadCron(): typeof Cron {
+export function loadCron(): typeof Cron {
   return (typeof require === 'function' ? require('cron') : createRequire(import.meta.url)('cron')) as typeof Cron;
 }

@@ -174,7 +174,7 @@ for (const backend of ['nft', 'legacy'] as const satisfies readonly Backend[]) {
       });
     }
 
-    test("Swarm's DOCKER-INGRESS and Docker's DOCKER jumps above ours in PREROUTING, and DOCKER-USER and DOCKER-INGRESS above ours in FORWARD, are not drift: audit exits 0 and apply writes nothing", (t) => {
+    test("Swarm's DOCKER-INGRESS and Docker's DOCKER jumps above ours in PREROUTING, DOCKER-USER and DOCKER-INGRESS above ours in FORWARD: the DOCKER-USER Docker made gets our jump at its top (and nothing else is written), then Docker's bridge rules put above our FORWARD jump are not drift: audit exits 0 and apply writes nothing", (t) => {
       const { ns, host, cli } = protectedHost(t, backend);
       const nat = (...a: string[]) => ipt(ns, 'ipv4', backend, 'nat', a);
       const filter = (...a: string[]) => ipt(ns, 'ipv4', backend, 'filter', a);
@@ -191,6 +191,24 @@ for (const backend of ['nft', 'legacy'] as const satisfies readonly Backend[]) {
       filter('-A', 'DOCKER-INGRESS', '-j', 'RETURN');
       filter('-I', 'FORWARD', '1', '-j', 'DOCKER-INGRESS');
       filter('-I', 'FORWARD', '1', '-j', 'DOCKER-USER');
+      const docker = saveNatFilter(ns, 'ipv4', backend);
+
+      // DOCKER-USER as Docker makes it: our jump is not there yet; the FORWARD jump sees everything first anyway.
+      const before = cli('audit', '--format', 'json');
+      assert.equal(before.code, 1, before.stdout);
+      assert.deepEqual(failingKinds(parseAudit(before)), [`${FWD} jump-missing`]);
+      const missing = parseAudit(before).findings.find((f) => f.kind === 'jump-missing')!;
+      assert.deepEqual({ message: missing.message, severity: missing.severity, evidence: missing.evidence }, { message: 'DOCKER-USER has no jump to IMDS-GUARD-FWD', severity: 'medium', evidence: ['-A DOCKER-USER -j RETURN'] });
+      let written = host.restores().length;
+      assert.equal(cli('apply').code, 0);
+      assert.deepEqual(host.restores().slice(written), [{ tool: `iptables-${backend}-restore`, payload: `*filter\n-I DOCKER-USER 1 ${JUMP} -j IMDS-GUARD-FWD\nCOMMIT\n` }]);
+      assert.equal(saveNatFilter(ns, 'ipv4', backend), docker.replace('-A DOCKER-USER -j RETURN\n', `-A DOCKER-USER ${JUMP} -j IMDS-GUARD-FWD\n-A DOCKER-USER -j RETURN\n`), "only our jump was added; Docker's rules are as they were");
+
+      filter('-N', 'DOCKER');
+      // A network create: Docker inserts the bridge's rules at the top of FORWARD, then puts its DOCKER-USER jump back on top.
+      for (const rule of [['-i', 'br-0123456789ab', '-o', 'br-0123456789ab', '-j', 'ACCEPT'], ['-i', 'br-0123456789ab', '!', '-o', 'br-0123456789ab', '-j', 'ACCEPT'], ['-o', 'br-0123456789ab', '-j', 'DOCKER'], ['-o', 'br-0123456789ab', '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', '-j', 'ACCEPT']]) filter('-I', 'FORWARD', '1', ...rule);
+      filter('-D', 'FORWARD', '-j', 'DOCKER-USER');
+      filter('-I', 'FORWARD', '1', '-j', 'DOCKER-USER');
       const tables = saveNatFilter(ns, 'ipv4', backend);
 
       const audit = cli('audit', '--format', 'json');
@@ -198,9 +216,10 @@ for (const backend of ['nft', 'legacy'] as const satisfies readonly Backend[]) {
       const jumps = parseAudit(audit).findings.filter((f) => f.id === 'IG-201' && f.family === 'ipv4').map((f) => `${f.status} ${f.message}`);
       assert.deepEqual(jumps, [
         'pass the IMDS-GUARD jump sees all metadata traffic first in PREROUTING (2 harmless rule(s) above it)',
-        'pass the IMDS-GUARD-FWD jump sees all metadata traffic first in FORWARD (2 harmless rule(s) above it)',
+        "pass the IMDS-GUARD-FWD jump is in FORWARD below Docker's -j DOCKER-USER, which comes first: the jump at the top of DOCKER-USER decides (6 rule(s) above this one)",
+        'pass the IMDS-GUARD-FWD jump sees all metadata traffic first in DOCKER-USER, which FORWARD jumps to first',
       ]);
-      const written = host.restores().length;
+      written = host.restores().length;
       const apply = cli('apply');
       assert.equal(apply.code, 0);
       assert.match(apply.stdout, /already protected; nothing written/);

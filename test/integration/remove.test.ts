@@ -53,6 +53,7 @@ COMMIT
 `;
 const FILTER_REMOVAL = `*filter
 -D FORWARD ${JUMP} -j IMDS-GUARD-FWD
+-D DOCKER-USER ${JUMP} -j IMDS-GUARD-FWD
 -D OUTPUT ${JUMP} -j IMDS-GUARD-OUT
 :IMDS-GUARD-FWD - [0:0]
 :IMDS-GUARD-OUT - [0:0]
@@ -80,6 +81,7 @@ for (const backend of ['nft', 'legacy'] as const satisfies readonly Backend[]) {
       for (const family of ['ipv4', 'ipv6'] as const) {
         const tables = saveNatFilter(ns, family, backend);
         for (const chain of ['IMDS-GUARD', 'IMDS-GUARD-FWD', 'IMDS-GUARD-OUT']) assert.ok(tables.includes(`:${chain} - [0:0]`), `${family} ${chain}`);
+        assert.ok(tables.includes(`-A DOCKER-USER ${JUMP} -j IMDS-GUARD-FWD\n-A DOCKER-USER -j RETURN\n`), `${family}: our backstop jump at the top of Docker's DOCKER-USER`);
       }
       assert.ok(existsSync(host.bootScript));
       const written = host.restores().length;

@@ -10,6 +10,7 @@ import type { DesiredRule } from '../../src/core/desired.js';
 import { type Family, FAMILIES } from '../../src/core/family.js';
 import { hostNetRules } from '../../src/core/host-network.js';
 import { renderTableRestore } from '../../src/core/restore-payload.js';
+import { type SavedTable, parseSave } from '../../src/core/saved-table.js';
 import { config, desiredOf, tableOf } from './support.js';
 
 /*
@@ -22,12 +23,12 @@ const DIR = join(import.meta.dirname, '..', 'fixtures', 'golden');
 const TABLES = ['nat', 'filter'] as const;
 
 /** Every table of both families, in the order a pass writes them, as one text. */
-function freshPayloads(c: Config, output: Partial<Record<Family, readonly DesiredRule[]>> = {}): string {
+function freshPayloads(c: Config, output: Partial<Record<Family, readonly DesiredRule[]>> = {}, ipv4: ReadonlyMap<string, SavedTable> = new Map()): string {
   const want = desiredOf(c, output);
   const parts: string[] = [];
   for (const family of FAMILIES) {
     for (const table of TABLES) {
-      const saved = tableOf(table);
+      const saved = (family === 'ipv4' ? ipv4.get(table) : undefined) ?? tableOf(table);
       const diffs = want[family].chains.filter((x) => x.table === table).map((x) => compareChain(x, saved, c.allow));
       const payload = renderTableRestore(table, diffs, saved);
       parts.push(payload === null ? `# ${family} ${table}: nothing to write\n` : `# ${family} ${table}\n${payload}`);
@@ -48,6 +49,11 @@ describe('golden restore payloads for a fresh host', () => {
   for (const cloud of CLOUDS) {
     test(`the ${cloud} preset`, () => golden(`cloud-${cloud}`, freshPayloads(config({ cloud }))));
   }
+
+  test("Docker 20.10's tables (test/fixtures/docker-20.10-swarm.nft.save): the backstop jump also at the top of DOCKER-USER, Docker's rules not named", () => {
+    const docker = parseSave(readFileSync(join(import.meta.dirname, '..', 'fixtures', 'docker-20.10-swarm.nft.save'), 'utf8'));
+    golden('docker-20.10', freshPayloads(config(), {}, docker));
+  });
 
   test('allowed interfaces and a DNAT target', () => golden('allow-dnat', freshPayloads(config({ allow: ['vmbr0', 'eth1'], target: 'dnat:10.0.0.53:8080', target6: 'redirect:2' }))));
 

@@ -11,12 +11,13 @@ import type { Family } from '../../src/core/family.js';
 import { type Finding, isDrift, needsOperator } from '../../src/core/findings.js';
 import { type HostNetObservation, hostNetRules } from '../../src/core/host-network.js';
 import { type FamilyObservation, type Observation, type Plan, isConverged, planReconcile } from '../../src/core/plan.js';
-import { type SavedTable, type TableName, parseSave } from '../../src/core/saved-table.js';
+import { type SavedTable, type TableName, parseListing, parseSave } from '../../src/core/saved-table.js';
 import { config, desiredOf, freshSave, jumpLine, observation, policyOf, protectedLines, protectedSave, readable, ruleLines, section } from './support.js';
 
 const JUMP_COMMENT = '-m comment --comment "imds-guard: metadata endpoint protection"';
 const NAT_JUMP = `-A PREROUTING ${JUMP_COMMENT} -j IMDS-GUARD`;
 const FWD_JUMP = `-A FORWARD ${JUMP_COMMENT} -j IMDS-GUARD-FWD`;
+const DU_JUMP = `-A DOCKER-USER ${JUMP_COMMENT} -j IMDS-GUARD-FWD`;
 
 // Two IPv4 endpoints (so order matters) and none for IPv6 (whose fresh tables then need nothing).
 const C = config({ endpoints: ['169.254.169.254:80', '169.254.169.254:8080'] });
@@ -185,18 +186,19 @@ describe('rules above our jumps that cannot take metadata traffic are left where
 
   const dockerUser = (rules: readonly string[]): string[] => protectedLines(WANT.ipv4, 'filter', { declare: [':DOCKER-USER - [0:0]'], above: ['-A FORWARD -j DOCKER-USER'], below: rules });
 
-  test("Docker's `-j DOCKER-USER` above the FORWARD jump is harmless while DOCKER-USER only returns", () => {
-    const p = planOn(readable(save(protectedLines(WANT.ipv4, 'nat'), dockerUser(['-A DOCKER-USER -j RETURN']))));
+  test("Docker's `-j DOCKER-USER` above the FORWARD jump is harmless while DOCKER-USER holds our jump on top", () => {
+    const p = planOn(readable(save(protectedLines(WANT.ipv4, 'nat'), dockerUser([DU_JUMP, '-A DOCKER-USER -j RETURN']))));
     assert.deepEqual(p.transactions, []);
     assert.deepEqual(failing(p), []);
   });
 
-  test('a DOCKER-USER holding an ACCEPT for the endpoint is not: the FORWARD jump is moved above it', () => {
-    const p = planOn(readable(save(protectedLines(WANT.ipv4, 'nat'), dockerUser(['-A DOCKER-USER -d 169.254.169.254/32 -j ACCEPT', '-A DOCKER-USER -j RETURN']))));
+  test('a DOCKER-USER holding an ACCEPT for the endpoint above our jump there: our jump moved back to the top of DOCKER-USER, FORWARD left alone', () => {
+    const p = planOn(readable(save(protectedLines(WANT.ipv4, 'nat'), dockerUser(['-A DOCKER-USER -d 169.254.169.254/32 -j ACCEPT', DU_JUMP, '-A DOCKER-USER -j RETURN']))));
     assert.deepEqual(failing(p), ['IG-201 jump-not-first IMDS-GUARD-FWD', 'IG-301 foreign-undermining IMDS-GUARD-FWD', 'IG-110 unprotected IMDS-GUARD-FWD', 'IG-110 unprotected IMDS-GUARD-FWD']);
     assert.deepEqual(written(p), ['ipv4 nft filter']);
-    assert.equal(p.transactions[0]!.payload, `*filter\n-D FORWARD ${JUMP_COMMENT} -j IMDS-GUARD-FWD\n-I FORWARD 1 ${JUMP_COMMENT} -j IMDS-GUARD-FWD\nCOMMIT\n`);
-    assert.equal(only(p, 'foreign-undermining').remediation, 'remove it if it is not wanted: iptables-nft -t filter -D FORWARD -j DOCKER-USER');
+    assert.equal(p.transactions[0]!.payload, `*filter\n-D DOCKER-USER ${JUMP_COMMENT} -j IMDS-GUARD-FWD\n-I DOCKER-USER 1 ${JUMP_COMMENT} -j IMDS-GUARD-FWD\nCOMMIT\n`);
+    assert.equal(only(p, 'foreign-undermining').remediation, 'remove it if it is not wanted: iptables-nft -t filter -D DOCKER-USER -d 169.254.169.254/32 -j ACCEPT');
+    assert.equal(only(p, 'jump-not-first').message, 'rules above the IMDS-GUARD-FWD jump in DOCKER-USER can take metadata traffic before it');
   });
 
   test('an ACCEPT above the jump that matches only an allowed interface is harmless', () => {
@@ -206,6 +208,174 @@ describe('rules above our jumps that cannot take metadata traffic are left where
     assert.deepEqual(p.transactions, []);
     assert.deepEqual(failing(p), []);
     assert.ok(p.findings.some((f) => f.kind === 'protected' && f.interface === 'vmbr0' && f.status === 'info'), 'the allowed interface is listed as keeping access');
+  });
+});
+
+/**
+ * Docker 20.10's filter table (test/fixtures/docker-20.10-swarm.nft.save) with ours put
+ * in: Docker's `-j DOCKER-USER` first in FORWARD, then its bridges' rules, ACCEPTs among
+ * them; `forward` is where our FORWARD jump sits, `dockerUser` what DOCKER-USER holds.
+ */
+function dockerFilter(opts: { forward?: 'top' | 'bottom' | 'none'; dockerUser?: readonly string[]; forwardTop?: readonly string[] } = {}): string[] {
+  const fixture = readFileSync(join(import.meta.dirname, '..', 'fixtures', 'docker-20.10-swarm.nft.save'), 'utf8');
+  const filter = fixture.slice(fixture.indexOf('*filter\n') + 8, fixture.indexOf('\nCOMMIT', fixture.indexOf('*filter\n'))).split('\n');
+  const forward = filter.filter((l) => l.startsWith('-A FORWARD '));
+  const ours = opts.forward ?? 'bottom';
+  return [
+    ...filter.filter((l) => l.startsWith(':') && !/^:(INPUT|FORWARD|OUTPUT) /.test(l)),
+    ':IMDS-GUARD-FWD - [0:0]',
+    ...(ours === 'top' ? [FWD_JUMP] : []),
+    ...(opts.forwardTop ?? []),
+    ...forward,
+    ...(ours === 'bottom' ? [FWD_JUMP] : []),
+    ...(opts.dockerUser ?? [DU_JUMP, '-A DOCKER-USER -j RETURN']),
+    ...filter.filter((l) => l.startsWith('-A ') && !l.startsWith('-A FORWARD ') && !l.startsWith('-A DOCKER-USER ')),
+    ...ruleLines(FWD),
+  ];
+}
+
+describe('the backstop on a Docker host: our jump at the top of DOCKER-USER, which Docker keeps first in FORWARD', () => {
+  const onDocker = (filter: readonly string[]): Plan => planOn(readable(save(protectedLines(WANT.ipv4, 'nat'), filter)));
+  const backstop = (p: Plan): Finding[] => p.findings.filter((f) => f.table === 'filter' && f.chain === 'IMDS-GUARD-FWD');
+
+  test("Docker 20.10's layout, our FORWARD jump below every one of Docker's bridge ACCEPTs, ours on top of DOCKER-USER: protected, nothing written", () => {
+    const p = onDocker(dockerFilter());
+    assert.deepEqual(p.transactions, []);
+    assert.deepEqual(failing(p), []);
+    assert.deepEqual(
+      backstop(p).filter((f) => f.status === 'pass').map((f) => `${f.id} ${f.kind} ${f.evidence.join(' | ')}`),
+      [`IG-201 protected ${FWD_JUMP}`, `IG-201 protected ${DU_JUMP}`, `IG-110 protected ${ruleLines(FWD)[0]}`, `IG-110 protected ${ruleLines(FWD)[1]}`],
+    );
+    assert.deepEqual(backstop(p).filter((f) => f.id === 'IG-201').map((f) => f.message), [
+      "the IMDS-GUARD-FWD jump is in FORWARD below Docker's -j DOCKER-USER, which comes first: the jump at the top of DOCKER-USER decides (15 rule(s) above this one)",
+      'the IMDS-GUARD-FWD jump sees all metadata traffic first in DOCKER-USER, which FORWARD jumps to first',
+    ]);
+  });
+
+  test('the same with our FORWARD jump on top (as the boot script leaves it): protected, nothing written', () => {
+    const p = onDocker(dockerFilter({ forward: 'top' }));
+    assert.deepEqual(p.transactions, []);
+    assert.deepEqual(failing(p), []);
+  });
+
+  test('the cheap read of the same (FORWARD, DOCKER-USER and our chain listed, none of the chains Docker jumps to below DOCKER-USER): converged too', () => {
+    const full = parseSave(section('filter', dockerFilter()));
+    const filter = parseListing('filter', ['FORWARD', 'IMDS-GUARD-FWD', 'OUTPUT', 'DOCKER-USER'].map((c) => [c, [`-N ${c}`, ...(full.get('filter')!.lines.get(c) ?? []).map((l) => `-A ${c} ${l}`)].join('\n')] as const));
+    const p = planOn(readable(new Map([...save(protectedLines(WANT.ipv4, 'nat')), ['filter', filter]])));
+    assert.deepEqual(p.transactions, []);
+    assert.deepEqual(failing(p), []);
+  });
+
+  test('DOCKER-USER as Docker just made it (only its RETURN): our jump inserted at its top, the FORWARD jump left where it is', () => {
+    const p = onDocker(dockerFilter({ dockerUser: ['-A DOCKER-USER -j RETURN'] }));
+    assert.deepEqual(failing(p), ['IG-201 jump-missing IMDS-GUARD-FWD', 'IG-110 unprotected IMDS-GUARD-FWD', 'IG-110 unprotected IMDS-GUARD-FWD']);
+    const f = only(p, 'jump-missing');
+    assert.deepEqual({ message: f.message, severity: f.severity, evidence: f.evidence }, { message: 'DOCKER-USER has no jump to IMDS-GUARD-FWD', severity: 'critical', evidence: ['-A DOCKER-USER -j RETURN'] });
+    assert.deepEqual(written(p), ['ipv4 nft filter']);
+    assert.equal(p.transactions[0]!.payload, `*filter\n-I DOCKER-USER 1 ${JUMP_COMMENT} -j IMDS-GUARD-FWD\nCOMMIT\n`);
+  });
+
+  test('our DOCKER-USER rule deleted while the FORWARD jump is on top: still protected, but drift (medium), and put back', () => {
+    const p = onDocker(dockerFilter({ forward: 'top', dockerUser: ['-A DOCKER-USER -j RETURN'] }));
+    assert.deepEqual(failing(p), ['IG-201 jump-missing IMDS-GUARD-FWD']);
+    assert.equal(only(p, 'jump-missing').severity, 'medium');
+    assert.ok(isDrift(only(p, 'jump-missing')));
+    assert.equal(p.transactions[0]!.payload, `*filter\n-I DOCKER-USER 1 ${JUMP_COMMENT} -j IMDS-GUARD-FWD\nCOMMIT\n`);
+  });
+
+  test('our DOCKER-USER rule altered: deleted by its text, the canonical one inserted at the top', () => {
+    const altered = '-A DOCKER-USER -m comment --comment "not ours" -j IMDS-GUARD-FWD';
+    const p = onDocker(dockerFilter({ dockerUser: [altered, '-A DOCKER-USER -j RETURN'] }));
+    assert.deepEqual(failing(p), ['IG-202 jump-altered IMDS-GUARD-FWD', 'IG-110 unprotected IMDS-GUARD-FWD', 'IG-110 unprotected IMDS-GUARD-FWD']);
+    assert.equal(p.transactions[0]!.payload, `*filter\n-D DOCKER-USER -m comment --comment "not ours" -j IMDS-GUARD-FWD\n-I DOCKER-USER 1 ${JUMP_COMMENT} -j IMDS-GUARD-FWD\nCOMMIT\n`);
+  });
+
+  test('a RETURN above ours in DOCKER-USER sends the traffic back to FORWARD, to Docker\'s ACCEPTs: not first, moved back on top', () => {
+    const p = onDocker(dockerFilter({ dockerUser: ['-A DOCKER-USER -i eth0 -j RETURN', DU_JUMP, '-A DOCKER-USER -j RETURN'] }));
+    assert.deepEqual(failing(p), ['IG-201 jump-not-first IMDS-GUARD-FWD', 'IG-301 foreign-undermining IMDS-GUARD-FWD', 'IG-110 unprotected IMDS-GUARD-FWD', 'IG-110 unprotected IMDS-GUARD-FWD']);
+    assert.equal(p.transactions[0]!.payload, `*filter\n-D DOCKER-USER ${JUMP_COMMENT} -j IMDS-GUARD-FWD\n-I DOCKER-USER 1 ${JUMP_COMMENT} -j IMDS-GUARD-FWD\nCOMMIT\n`);
+  });
+
+  test("a user's DROP above ours in DOCKER-USER only blocks: nothing written", () => {
+    const p = onDocker(dockerFilter({ dockerUser: ['-A DOCKER-USER -i eth0 ! -s 192.168.1.0/24 -j DROP', DU_JUMP, '-A DOCKER-USER -j RETURN'] }));
+    assert.deepEqual(p.transactions, []);
+    assert.deepEqual(failing(p), []);
+  });
+
+  test("Docker's -j DOCKER-USER not first, an ACCEPT for the endpoint above it: drift, the FORWARD jump moved back to the top", () => {
+    const accept = '-A FORWARD -d 169.254.0.0/16 -j ACCEPT';
+    const p = onDocker(dockerFilter({ forwardTop: [accept] }));
+    assert.deepEqual(failing(p).slice(0, 2), ['IG-201 jump-not-first IMDS-GUARD-FWD', 'IG-301 foreign-undermining IMDS-GUARD-FWD']);
+    assert.ok(failing(p).includes('IG-110 unprotected IMDS-GUARD-FWD'));
+    const notFirst = only(p, 'jump-not-first');
+    assert.equal(notFirst.message, 'rules above the IMDS-GUARD-FWD jump in FORWARD can take metadata traffic before it');
+    assert.equal(notFirst.evidence[0], accept);
+    assert.ok(notFirst.evidence.includes('-A FORWARD -i docker0 ! -o docker0 -j ACCEPT'), "Docker's bridge ACCEPTs are above the jump too");
+    assert.ok(!notFirst.evidence.includes('-A FORWARD -j DOCKER-USER'), 'DOCKER-USER sends the traffic to our chain: harmless');
+    assert.equal(p.transactions[0]!.payload, `*filter\n-D FORWARD ${JUMP_COMMENT} -j IMDS-GUARD-FWD\n-I FORWARD 1 ${JUMP_COMMENT} -j IMDS-GUARD-FWD\nCOMMIT\n`);
+  });
+
+  test("Docker's bridge rules above its -j DOCKER-USER (a network create half done): the FORWARD jump decides, and is moved", () => {
+    const p = onDocker(dockerFilter({ forwardTop: ['-A FORWARD -i br-0123456789ab ! -o br-0123456789ab -j ACCEPT'] }));
+    assert.ok(failing(p).includes('IG-201 jump-not-first IMDS-GUARD-FWD'));
+    assert.equal(p.transactions[0]!.payload, `*filter\n-D FORWARD ${JUMP_COMMENT} -j IMDS-GUARD-FWD\n-I FORWARD 1 ${JUMP_COMMENT} -j IMDS-GUARD-FWD\nCOMMIT\n`);
+  });
+
+  test("the same seen by the agent while the rules are fresh: left for Docker to finish its network create, nothing written, not protected meanwhile", () => {
+    const bridge = ['-A FORWARD -o br-0123456789ab -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT', '-A FORWARD -i br-0123456789ab ! -o br-0123456789ab -j ACCEPT'];
+    const asked: string[] = [];
+    const p = planReconcile(WANT, observation({ ipv4: readable(save(protectedLines(WANT.ipv4, 'nat'), dockerFilter({ forwardTop: bridge }))), ipv6: readable(freshSave()) }), policyOf(C), undefined, (line) => (asked.push(line), true));
+    assert.deepEqual(p.transactions, []);
+    assert.deepEqual(p.awaitingDocker, bridge);
+    assert.deepEqual(asked, bridge);
+    assert.deepEqual(failing(p), ['IG-201 jump-not-first IMDS-GUARD-FWD', 'IG-110 unprotected IMDS-GUARD-FWD', 'IG-110 unprotected IMDS-GUARD-FWD']);
+    assert.match(only(p, 'jump-not-first').message, /^Docker is setting up a network: rules for its bridges sit above its -j DOCKER-USER in FORWARD/);
+    assert.deepEqual(only(p, 'jump-not-first').evidence, bridge);
+    assert.equal(isConverged(p), true, 'nothing to write while Docker finishes');
+  });
+
+  test('once they are no longer fresh, or when anything else is above Docker\'s jump, or our DOCKER-USER jump is not in place, the FORWARD jump is moved', () => {
+    const bridge = '-A FORWARD -i br-0123456789ab ! -o br-0123456789ab -j ACCEPT';
+    const plan = (filter: readonly string[], fresh: boolean): Plan => planReconcile(WANT, observation({ ipv4: readable(save(protectedLines(WANT.ipv4, 'nat'), filter)), ipv6: readable(freshSave()) }), policyOf(C), undefined, () => fresh);
+    const moved = (p: Plan): boolean => p.transactions.length === 1 && p.transactions[0]!.payload.includes('-I FORWARD 1 ');
+    assert.ok(moved(plan(dockerFilter({ forwardTop: [bridge] }), false)), 'stale');
+    const foreign = plan(dockerFilter({ forwardTop: [bridge, '-A FORWARD -d 169.254.0.0/16 -j ACCEPT'] }), true);
+    assert.ok(moved(foreign), 'a foreign ACCEPT beside them');
+    assert.deepEqual(foreign.awaitingDocker, []);
+    // Without swarm: its `-j DOCKER-INGRESS` (an ACCEPT by source port) can take the traffic, so a swarm host does not wait there.
+    const noSwarm = dockerFilter({ forwardTop: [bridge] }).filter((l) => l !== '-A FORWARD -j DOCKER-INGRESS');
+    const moving = plan(noSwarm.filter((l) => l !== '-A FORWARD -j DOCKER-USER'), true);
+    assert.deepEqual(moving.transactions, [], 'Docker deletes its jump before it inserts it on top: in between FORWARD has none');
+    assert.ok(moving.awaitingDocker.includes(bridge) && moving.awaitingDocker.includes('-A FORWARD -i docker0 ! -o docker0 -j ACCEPT'));
+    assert.ok(moved(plan(noSwarm.filter((l) => l !== '-A FORWARD -j DOCKER-USER'), false)), 'a DOCKER-USER jump gone for good');
+    assert.ok(moved(plan(dockerFilter({ forwardTop: [bridge] }).filter((l) => l !== '-A FORWARD -j DOCKER-USER'), true)), 'with swarm');
+    const noOurs = plan(dockerFilter({ forwardTop: [bridge], dockerUser: ['-A DOCKER-USER -j RETURN'] }), true);
+    assert.equal(noOurs.transactions[0]!.payload, `*filter\n-D FORWARD ${JUMP_COMMENT} -j IMDS-GUARD-FWD\n-I FORWARD 1 ${JUMP_COMMENT} -j IMDS-GUARD-FWD\n-I DOCKER-USER 1 ${JUMP_COMMENT} -j IMDS-GUARD-FWD\nCOMMIT\n`);
+  });
+
+  test('a conditional jump to DOCKER-USER is not Docker\'s: it does not send all the traffic there, so the FORWARD jump decides', () => {
+    const filter = dockerFilter().map((l) => (l === '-A FORWARD -j DOCKER-USER' ? '-A FORWARD -i eth0 -j DOCKER-USER' : l));
+    const p = onDocker(filter);
+    assert.ok(failing(p).includes('IG-201 jump-not-first IMDS-GUARD-FWD'));
+    assert.match(p.transactions[0]!.payload, /-I FORWARD 1 /);
+  });
+
+  test("the user deleted Docker's -j DOCKER-USER and our FORWARD jump is on top: protected; our DOCKER-USER rule is kept", () => {
+    const p = onDocker(dockerFilter({ forward: 'top' }).filter((l) => l !== '-A FORWARD -j DOCKER-USER'));
+    assert.deepEqual(p.transactions, []);
+    assert.deepEqual(failing(p), []);
+    assert.match(p.findings.find((f) => f.id === 'IG-201' && f.evidence[0] === DU_JUMP)!.message, /FORWARD does not send all of it there first, so the FORWARD jump decides/);
+  });
+
+  test('a fresh Docker host gets our jump in FORWARD and at the top of DOCKER-USER, in one filter transaction; Docker\'s rules are not named', () => {
+    const fresh = dockerFilter({ forward: 'none', dockerUser: ['-A DOCKER-USER -j RETURN'] }).filter((l) => !l.includes('IMDS-GUARD-FWD'));
+    const p = onDocker(fresh);
+    assert.deepEqual(written(p), ['ipv4 nft filter']);
+    assert.equal(p.transactions[0]!.payload, ['*filter', ':IMDS-GUARD-FWD - [0:0]', ...ruleLines(FWD), `-I FORWARD 1 ${JUMP_COMMENT} -j IMDS-GUARD-FWD`, `-I DOCKER-USER 1 ${JUMP_COMMENT} -j IMDS-GUARD-FWD`, 'COMMIT', ''].join('\n'));
+  });
+
+  test('the boot script keeps the FORWARD jump only: at boot DOCKER-USER does not exist yet', () => {
+    assert.doesNotMatch(renderBootScript('nft', [WANT.ipv4]), /DOCKER-USER/);
   });
 });
 
