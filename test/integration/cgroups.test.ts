@@ -116,8 +116,8 @@ for (const [family, backend] of CASES) {
   });
 }
 
-test('CgroupPort.v2Root finds the cgroup2 mount (/sys/fs/cgroup/unified on a hybrid host)', { skip }, async () => {
-  assert.equal(await createCgroups(runProcess, { lockWaitSeconds: 5 }).v2Root(), mount);
+test('CgroupPort.hierarchy finds the cgroup2 mount (/sys/fs/cgroup/unified on a hybrid host), and our rules can name its cgroups', { skip }, async () => {
+  assert.deepEqual(await createCgroups(runProcess, { lockWaitSeconds: 5 }).hierarchy(), { root: mount, problem: null });
 });
 
 test('CgroupPort.inode, ensureDir and cgroupOfPid on the real hierarchy', { skip }, async () => {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
+  CGROUP2_SUPER_MAGIC,
   type CgroupPath,
   type Coverage,
   type HostCoverageInput,
@@ -8,14 +9,21 @@ import {
   cgroup2MountPoint,
   cgroupComment,
   cgroupMatchArgs,
+  cgroupNamespaceProblem,
   cgroupPathProblem,
   cgroupRuleReadBack,
+  containerCgroupCandidates,
   hostContainerCoverage,
   isUnder,
+  namesContainer,
   parseCgroupComment,
+  parseCgroupProcs,
   parseProcCgroup,
+  pickContainerCgroup,
   readCgroupPath,
+  slicePath,
   toCgroupPath,
+  v2HierarchyUnder,
 } from '../../src/core/cgroup.js';
 
 const path = (p: string): CgroupPath => {
@@ -195,6 +203,7 @@ const input = (o: Partial<HostCoverageInput> = {}): HostCoverageInput => ({
   exemptNames: [],
   cgroupMatch: true,
   cgroupV2: true,
+  hierarchyProblem: null,
   ...o,
 });
 const one = (o: Partial<HostCoverageInput>) => {
@@ -216,6 +225,8 @@ const coverageCases: readonly [string, Partial<HostCoverageInput>, Coverage, Reg
   ['a configured name with a leading / exempts too', { exemptNames: ['/monitor'] }, 'exempt', /exemptions/],
   ['exemption holds on a host that could not cover it anyway', { cgroupV2: false, exemptNames: ['monitor'] }, 'exempt', /exemptions/],
   ['a pure cgroup v1 host cannot cover it', { cgroupV2: false }, 'not-coverable', /no cgroup v2 hierarchy/],
+  ['a hierarchy our rules cannot name cannot cover it, and the reason is the problem found', { hierarchyProblem: 'the agent is in a private cgroup namespace' }, 'not-coverable', /^the agent is in a private cgroup namespace$/],
+  ['exemption holds in a private cgroup namespace too', { hierarchyProblem: 'private', exemptNames: ['monitor'] }, 'exempt', /exemptions/],
   ['without the cgroup match it cannot be covered', { cgroupMatch: false }, 'not-coverable', /lacks the cgroup path match/],
   ['no 0:: line (a v1-only view) cannot be covered, and says so', { containers: [container({ cgroup: parseProcCgroup('4:memory:/docker/x\n') })] }, 'not-coverable', /no cgroup v2 \(0::\) line/],
   ['an unreadable cgroup cannot be covered', { containers: [container({ cgroup: null })] }, 'not-coverable', /could not be read/],
@@ -272,5 +283,127 @@ describe('cgroupRuleReadBack: a cgroup rule of ours read back proves the match',
   test('no rule, or none with the match: not proven (the probe runs)', () => {
     assert.equal(cgroupRuleReadBack(obs([])), null);
     assert.equal(cgroupRuleReadBack(obs(['-d 169.254.169.254/32 -p tcp -j REJECT'], false)), null);
+  });
+});
+
+// ---------------------------------------------------------------- the host's tree mounted elsewhere
+
+const TMPFS = 0x01021994;
+describe('v2HierarchyUnder: where the v2 hierarchy is in a mounted copy of /sys/fs/cgroup, by filesystem type', () => {
+  const cases: readonly [string, { root: number | null; unified: number | null }, string | null, RegExp | null][] = [
+    ['a pure v2 host: the root is the cgroup2 mount', { root: CGROUP2_SUPER_MAGIC, unified: null }, '/host/sys/fs/cgroup', null],
+    ['a hybrid host: a tmpfs with cgroup2 at unified', { root: TMPFS, unified: CGROUP2_SUPER_MAGIC }, '/host/sys/fs/cgroup/unified', null],
+    ['a v1-only host: neither is cgroup2', { root: TMPFS, unified: null }, null, /neither \/host\/sys\/fs\/cgroup nor \/host\/sys\/fs\/cgroup\/unified is a cgroup2 mount/],
+    ['nothing mounted there', { root: null, unified: null }, null, /cannot be read: mount the host's \/sys\/fs\/cgroup there/],
+  ];
+  for (const [what, types, path, problem] of cases) {
+    test(what, () => {
+      const r = v2HierarchyUnder('/host/sys/fs/cgroup', types);
+      assert.equal(r.path, path);
+      if (problem === null) assert.equal(r.problem, null);
+      else assert.match(r.problem ?? '', problem);
+    });
+  }
+  test('a trailing slash on the root does not double', () => assert.equal(v2HierarchyUnder('/h/', { root: TMPFS, unified: CGROUP2_SUPER_MAGIC }).path, '/h/unified'));
+});
+
+test('parseCgroupProcs: one pid a line; 0 stands for a process of another pid namespace; junk is dropped', () => {
+  assert.deepEqual(parseCgroupProcs('1\n11\n0\n\nx\n-3\n'), [1, 11, 0]);
+  assert.deepEqual(parseCgroupProcs(''), []);
+});
+
+describe('cgroupNamespaceProblem: can rules inserted from here name the cgroups of this tree?', () => {
+  const H = '/host/sys/fs/cgroup/unified';
+  const own = `/imdsg-swarm/${ID}`;
+  test('the host cgroup namespace: our cgroup in the tree lists us', () => {
+    assert.equal(cgroupNamespaceProblem(H, readCgroupPath(own), '1\n11\n', 11), null);
+  });
+  test('the root cgroup (an agent run from a shell at /) lists us too', () => {
+    assert.equal(cgroupNamespaceProblem(H, readCgroupPath('/'), '0\n0\n42\n', 42), null);
+  });
+  test('a private cgroup namespace: 0::/ and the host root lists others only, as 0', () => {
+    const p = cgroupNamespaceProblem(H, readCgroupPath('/'), '0\n0\n0\n', 1);
+    assert.match(p ?? '', /^the agent is in a private cgroup namespace \(its cgroup \/ is not where it is in \/host\/sys\/fs\/cgroup\/unified: \/host\/sys\/fs\/cgroup\/unified\/cgroup\.procs does not list the agent \(pid 1\)\)/);
+    assert.match(p ?? '', /default-cgroupns-mode": "host"/);
+    assert.match(p ?? '', /systemd or OpenRC service/);
+  });
+  test('our cgroup is not in the tree (a private namespace below a nested cgroup, or another tree)', () => {
+    assert.match(cgroupNamespaceProblem(H, readCgroupPath('/init.scope'), null, 1) ?? '', /\/host\/sys\/fs\/cgroup\/unified\/init\.scope\/cgroup\.procs cannot be read/);
+  });
+  test('our own cgroup unreadable or unusable: a problem, never a pass', () => {
+    assert.match(cgroupNamespaceProblem(H, null, '1\n', 1) ?? '', /could not read its own cgroup/);
+    assert.match(cgroupNamespaceProblem(H, parseProcCgroup('4:memory:/x\n'), '1\n', 1) ?? '', /\/proc\/self\/cgroup has no cgroup v2/);
+    assert.match(cgroupNamespaceProblem(H, readCgroupPath('/../x'), '1\n', 1) ?? '', /\.\. segment/);
+  });
+});
+
+// ---------------------------------------------------------------- a container's cgroup by its id
+
+describe('slicePath: a systemd slice unit as its cgroup path', () => {
+  const cases: readonly [string, string | null][] = [
+    ['system.slice', '/system.slice'],
+    ['docker.slice', '/docker.slice'],
+    ['docker-ci.slice', '/docker.slice/docker-ci.slice'],
+    ['a-b-c.slice', '/a.slice/a-b.slice/a-b-c.slice'],
+    ['-.slice', '/'],
+    ['docker', null],
+    ['docker.scope', null],
+    ['-docker.slice', null],
+    ['docker-.slice', null],
+    ['a--b.slice', null],
+    ['/docker.slice', null],
+    ['a b.slice', null],
+    ['.slice', null],
+  ];
+  for (const [unit, path] of cases) test(`${JSON.stringify(unit)} -> ${String(path)}`, () => assert.equal(slicePath(unit), path));
+});
+
+describe('containerCgroupCandidates: where Docker puts a container by its id', () => {
+  const base = { id: ID, driver: 'cgroupfs', containerParent: '', daemonParent: null } as const;
+  const cases: readonly [string, Partial<Parameters<typeof containerCgroupCandidates>[0]>, string[]][] = [
+    ['cgroupfs, no parent anywhere: /docker/<id>', {}, [`/docker/${ID}`]],
+    ["cgroupfs with the daemon's cgroup-parent as configured here", { daemonParent: '/imdsg-swarm' }, [`/imdsg-swarm/${ID}`]],
+    ["cgroupfs with the container's own --cgroup-parent, which wins", { daemonParent: '/imdsg-swarm', containerParent: '/custom' }, [`/custom/${ID}`]],
+    ['cgroupfs with a relative --cgroup-parent: tried at the root', { containerParent: 'custom' }, [`/custom/${ID}`]],
+    ['cgroupfs with a trailing slash', { containerParent: '/custom/' }, [`/custom/${ID}`]],
+    ['systemd, no slice anywhere: system.slice', { driver: 'systemd' }, [`/system.slice/docker-${ID}.scope`]],
+    ["systemd with the daemon's parent configured here (a path)", { driver: 'systemd', daemonParent: '/docker.slice' }, [`/docker.slice/docker-${ID}.scope`]],
+    ["systemd with the container's own slice, nested by its dashes", { driver: 'systemd', daemonParent: '/docker.slice', containerParent: 'ci-runners.slice' }, [`/ci.slice/ci-runners.slice/docker-${ID}.scope`]],
+    ['systemd with the root slice', { driver: 'systemd', containerParent: '-.slice' }, [`/docker-${ID}.scope`]],
+    ['systemd with a parent that is not a slice: none', { driver: 'systemd', containerParent: '/custom' }, []],
+    ['a driver Docker did not name: both', { driver: null }, [`/docker/${ID}`, `/system.slice/docker-${ID}.scope`]],
+    ['an id that is not 64 hex digits: none', { id: ID.slice(0, 12) }, []],
+    ['an id with a path in it: none', { id: `../${ID.slice(3)}` }, []],
+    ['a parent that is not a canonical cgroup path: none', { containerParent: '/x/../y' }, []],
+    ['a parent with a character a rule must not hold: none', { containerParent: '/x"y' }, []],
+  ];
+  for (const [what, o, expected] of cases) test(what, () => assert.deepEqual(containerCgroupCandidates({ ...base, ...o }), expected));
+});
+
+describe('pickContainerCgroup: the pid when it is the container, else the cgroup found by id', () => {
+  const mine = readCgroupPath(`/imdsg-swarm/${ID}`);
+  const nested = readCgroupPath(`/docker/${ID}/init.scope`);
+  const stranger = readCgroupPath('/imdsg-swarm/aaaa');
+  const found = path(`/imdsg-swarm/${ID}`);
+  test('namesContainer: a segment holding the id, not a prefix elsewhere; never for a short id', () => {
+    assert.equal(namesContainer(path(`/docker/${ID}`), ID), true);
+    assert.equal(namesContainer(path(`/system.slice/docker-${ID}.scope`), ID), true);
+    assert.equal(namesContainer(path(`/docker/${ID}/init.scope`), ID), true);
+    assert.equal(namesContainer(path('/docker/other'), ID), false);
+    assert.equal(namesContainer(path('/docker/abc'), 'abc'), false);
+  });
+  test('a pid whose cgroup names the container is taken, even inside it', () => {
+    assert.deepEqual(pickContainerCgroup(ID, mine, null), mine);
+    assert.deepEqual(pickContainerCgroup(ID, nested, found), nested);
+  });
+  test("a pid that is someone else's here (another pid namespace) loses to the cgroup found by id", () => {
+    assert.deepEqual(pickContainerCgroup(ID, stranger, found), { ok: true, path: found });
+    assert.deepEqual(pickContainerCgroup(ID, null, found), { ok: true, path: found });
+    assert.deepEqual(pickContainerCgroup(ID, parseProcCgroup('0::/../x\n'), found), { ok: true, path: found });
+  });
+  test('nothing found by id: what the pid gave, problem or nothing included', () => {
+    assert.deepEqual(pickContainerCgroup(ID, stranger, null), stranger);
+    assert.equal(pickContainerCgroup(ID, null, null), null);
+    assert.equal(pickContainerCgroup(ID, parseProcCgroup('0::/../x\n'), null)?.ok, false);
   });
 });
