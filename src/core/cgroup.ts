@@ -90,15 +90,29 @@ export function isUnder(path: CgroupPath, parent: CgroupPath): boolean {
  * not be the path the kernel resolves `--path` against.
  */
 export function cgroup2MountPoint(mountinfo: string): string | null {
-  const mounts: string[] = [];
+  const mounts = cgroup2Mounts(mountinfo).filter((m) => m.root === '/').map((m) => m.point);
+  return PREFERRED_MOUNTS.find((m) => mounts.includes(m)) ?? mounts[0] ?? null;
+}
+
+/**
+ * A cgroup2 mount of cgroups above the root of our cgroup namespace (mountinfo shows its
+ * root as `/..`): the host's tree, seen from a private cgroup namespace entered after it
+ * was mounted. Null when there is none.
+ */
+export function cgroup2MountOutside(mountinfo: string): string | null {
+  return cgroup2Mounts(mountinfo).find((m) => m.root === '/..' || m.root.startsWith('/../'))?.point ?? null;
+}
+
+function cgroup2Mounts(mountinfo: string): { root: string; point: string }[] {
+  const mounts: { root: string; point: string }[] = [];
   for (const line of mountinfo.split('\n')) {
     // id parent major:minor root mountpoint options [optional...] - fstype source superoptions
     const f = line.split(' ');
     const dash = f.indexOf('-', 6);
-    if (dash < 0 || f[dash + 1] !== 'cgroup2' || f[3] !== '/') continue;
-    mounts.push(unescapeMountField(f[4]!));
+    if (dash < 0 || f[dash + 1] !== 'cgroup2') continue;
+    mounts.push({ root: unescapeMountField(f[3]!), point: unescapeMountField(f[4]!) });
   }
-  return PREFERRED_MOUNTS.find((m) => mounts.includes(m)) ?? mounts[0] ?? null;
+  return mounts;
 }
 
 const PREFERRED_MOUNTS = ['/sys/fs/cgroup', '/sys/fs/cgroup/unified'];
@@ -131,8 +145,10 @@ export function parseCgroupProcs(text: string): number[] {
   return text.split('\n').filter((l) => /^[0-9]+$/.test(l)).map(Number);
 }
 
-const NAMESPACE_FIX =
-  'run the agent in the host\'s cgroup namespace: as a systemd or OpenRC service, or as a container on a daemon with "default-cgroupns-mode": "host" (daemon.json; the default of cgroup v1 and hybrid hosts)';
+/** A private cgroup namespace, `detail` saying how it was seen, and the fix. */
+export function privateNamespaceProblem(detail: string): string {
+  return `the agent is in a private cgroup namespace (${detail}), so its rules cannot name Docker's cgroups: run the agent in the host's cgroup namespace: as a systemd or OpenRC service, or as a container on a daemon with "default-cgroupns-mode": "host" (daemon.json; the default of cgroup v1 and hybrid hosts)`;
+}
 
 /**
  * Why rules inserted from here could not name the cgroups of the tree at `hierarchy`, or
@@ -149,7 +165,7 @@ export function cgroupNamespaceProblem(hierarchy: string, self: CgroupRead | nul
   const dir = self.path === '/' ? hierarchy : `${hierarchy.replace(/\/+$/, '')}${self.path}`;
   const there = procs === null ? `${dir}/cgroup.procs cannot be read` : parseCgroupProcs(procs).includes(pid) ? null : `${dir}/cgroup.procs does not list the agent (pid ${pid})`;
   if (there === null) return null;
-  return `the agent is in a private cgroup namespace (its cgroup ${self.path} is not where it is in ${hierarchy}: ${there}), so its rules cannot name Docker's cgroups: ${NAMESPACE_FIX}`;
+  return privateNamespaceProblem(`its cgroup ${self.path} is not where it is in ${hierarchy}: ${there}`);
 }
 
 // ---------------------------------------------------------------- a container's cgroup by its id

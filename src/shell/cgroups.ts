@@ -1,6 +1,6 @@
 import { mkdir, readFile, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type CgroupPath, type CgroupRead, cgroup2MountPoint, cgroupNamespaceProblem, parseProcCgroup, v2HierarchyUnder } from '../core/cgroup.js';
+import { type CgroupPath, type CgroupRead, cgroup2MountOutside, cgroup2MountPoint, cgroupNamespaceProblem, parseProcCgroup, privateNamespaceProblem, v2HierarchyUnder } from '../core/cgroup.js';
 import type { Backend, Family } from '../core/family.js';
 import { CommandError, FileError } from '../errors.js';
 import { type RunProcess, firstLine } from './exec.js';
@@ -116,8 +116,13 @@ export function createCgroups(run: RunProcess, opts: CgroupOptions): CgroupPort 
 async function findHierarchy(proc: string, configured: string | null, fsType: (path: string) => Promise<number | null>): Promise<CgroupHierarchy> {
   let root: string | null;
   if (configured === null) {
-    root = await readFile(join(proc, 'self/mountinfo'), 'utf8').then(cgroup2MountPoint, () => null);
-    if (root === null) return { root: null, problem: 'the host has no cgroup v2 hierarchy (cgroup v1 only): the cgroup path match needs v2' };
+    const mountinfo = await readFile(join(proc, 'self/mountinfo'), 'utf8').catch(() => '');
+    root = cgroup2MountPoint(mountinfo);
+    if (root === null) {
+      const outside = cgroup2MountOutside(mountinfo);
+      if (outside !== null) return { root: null, problem: privateNamespaceProblem(`the cgroup2 mount at ${outside} holds cgroups above its root`) };
+      return { root: null, problem: 'the host has no cgroup v2 hierarchy (cgroup v1 only): the cgroup path match needs v2' };
+    }
   } else {
     const under = v2HierarchyUnder(configured, { root: await fsType(configured), unified: await fsType(join(configured, 'unified')) });
     if (under.path === null) return { root: null, problem: under.problem };

@@ -6,6 +6,7 @@ import {
   type Coverage,
   type HostCoverageInput,
   type HostNetContainer,
+  cgroup2MountOutside,
   cgroup2MountPoint,
   cgroupComment,
   cgroupMatchArgs,
@@ -96,6 +97,21 @@ test('cgroup2MountPoint: a pure v1 host has none', () => {
 
 test('cgroup2MountPoint: a bind mount of a subtree does not count', () => {
   assert.equal(cgroup2MountPoint('50 24 0:26 /docker/abc /sys/fs/cgroup ro,relatime - cgroup2 cgroup2 rw\n'), null);
+});
+
+test('cgroup2MountOutside: what this hybrid host showed after unshare --cgroup from a child cgroup (root /..)', () => {
+  const mountinfo = '41 31 0:38 /.. /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n34 31 0:29 /.. /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n';
+  assert.equal(cgroup2MountPoint(mountinfo), null);
+  assert.equal(cgroup2MountOutside(mountinfo), '/sys/fs/cgroup/unified');
+  assert.equal(cgroup2MountOutside('41 31 0:38 /../.. /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n'), '/sys/fs/cgroup');
+});
+
+test('cgroup2MountOutside: none for a hierarchy root, a subtree, a v1 mount, or nothing', () => {
+  assert.equal(cgroup2MountOutside('41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n'), null);
+  assert.equal(cgroup2MountOutside('50 24 0:26 /docker/abc /sys/fs/cgroup ro - cgroup2 cgroup2 rw\n'), null);
+  assert.equal(cgroup2MountOutside('50 24 0:26 /..x /sys/fs/cgroup ro - cgroup2 cgroup2 rw\n'), null);
+  assert.equal(cgroup2MountOutside('34 31 0:29 /.. /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n'), null);
+  assert.equal(cgroup2MountOutside(''), null);
 });
 
 test('cgroup2MountPoint: the standard place wins over another mount, and escapes are decoded', () => {

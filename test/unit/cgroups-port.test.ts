@@ -80,6 +80,14 @@ test('hierarchy reads mountinfo; a pure v1 host has none, and then no inode and 
   assert.equal(await v1.ensureDir(toCgroupPath('/docker')!), false);
 });
 
+test('hierarchy: a cgroup2 mount of cgroups above our namespace root (/..) is a private cgroup namespace, not a v1 host', async () => {
+  const { run } = recorder({});
+  const port = createCgroups(run, { lockWaitSeconds: 5, proc: fakeProc({ 'self/mountinfo': '41 31 0:38 /.. /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n' }) });
+  const h = await port.hierarchy();
+  assert.equal(h.root, null);
+  assert.match(h.problem ?? '', /^the agent is in a private cgroup namespace \(the cgroup2 mount at \/sys\/fs\/cgroup\/unified holds cgroups above its root\)/);
+});
+
 // ---------------------------------------------------------------- a configured root (the host's tree in a container)
 
 const TMPFS_MAGIC = 0x01021994;
