@@ -95,12 +95,22 @@ export function cgroup2MountPoint(mountinfo: string): string | null {
 }
 
 /**
- * A cgroup2 mount of cgroups above the root of our cgroup namespace (mountinfo shows its
- * root as `/..`): the host's tree, seen from a private cgroup namespace entered after it
- * was mounted. Null when there is none.
+ * The root field of the cgroup2 mount at `point` in /proc/self/mountinfo (the last mount
+ * there wins, as it hides the others), or null when there is none. The kernel prints it
+ * relative to the root of the reader's cgroup namespace: `/` for the hierarchy's root
+ * seen from the host's namespace, `/../..` for the same mount seen from a private one
+ * (both seen in the lab, dockerd 20.10, --cgroupns host and private).
  */
-export function cgroup2MountOutside(mountinfo: string): string | null {
-  return cgroup2Mounts(mountinfo).find((m) => m.root === '/..' || m.root.startsWith('/../'))?.point ?? null;
+export function cgroup2MountRoot(mountinfo: string, point: string): string | null {
+  return cgroup2Mounts(mountinfo).filter((m) => m.point === point).at(-1)?.root ?? null;
+}
+
+/** Why the cgroup2 mount at `point` (its root field `root`, cgroup2MountRoot) cannot be named by our rules, or null. */
+export function mountRootProblem(point: string, root: string | null): string | null {
+  if (root === '/') return null;
+  if (root === null) return `there is no cgroup2 mount at ${point} in /proc/self/mountinfo: mount the host's /sys/fs/cgroup itself, not a link to it`;
+  if (root === '/..' || root.startsWith('/../')) return privateNamespaceProblem(`the cgroup2 mount at ${point} shows its root as ${root}, above the root of ours`);
+  return `the cgroup2 mount at ${point} is of the subtree ${root}, not of the hierarchy's root: mount the host's whole /sys/fs/cgroup`;
 }
 
 function cgroup2Mounts(mountinfo: string): { root: string; point: string }[] {
@@ -140,32 +150,9 @@ export function v2HierarchyUnder(root: string, fsType: { readonly root: number |
   return { path: null, problem: `neither ${root} nor ${unified} is a cgroup2 mount: the host has no cgroup v2 hierarchy (cgroup v1 only), or ${root} is not the host's /sys/fs/cgroup` };
 }
 
-/** The pids a cgroup.procs lists (one a line; 0 for a process outside the reader's pid namespace). */
-export function parseCgroupProcs(text: string): number[] {
-  return text.split('\n').filter((l) => /^[0-9]+$/.test(l)).map(Number);
-}
-
 /** A private cgroup namespace, `detail` saying how it was seen, and the fix. */
 export function privateNamespaceProblem(detail: string): string {
   return `the agent is in a private cgroup namespace (${detail}), so its rules cannot name Docker's cgroups: run the agent in the host's cgroup namespace: as a systemd or OpenRC service, or as a container on a daemon with "default-cgroupns-mode": "host" (daemon.json; the default of cgroup v1 and hybrid hosts)`;
-}
-
-/**
- * Why rules inserted from here could not name the cgroups of the tree at `hierarchy`, or
- * null when they can. The kernel resolves `-m cgroup --path P` against the root of the
- * inserting process's cgroup namespace, and /proc/self/cgroup (`self`) names our cgroup
- * relative to that same root; so `hierarchy` + that path must be the cgroup that holds us
- * (`procs`, its cgroup.procs; null when it could not be read). In a private cgroup namespace
- * `self` is `/`, and the host tree's root does not list us: the paths Docker's cgroups have
- * in the host tree would resolve, from here, under our own cgroup.
- */
-export function cgroupNamespaceProblem(hierarchy: string, self: CgroupRead | null, procs: string | null, pid: number): string | null {
-  if (self === null) return 'the agent could not read its own cgroup (/proc/self/cgroup)';
-  if (!self.ok) return `/proc/self/cgroup ${self.problem}`;
-  const dir = self.path === '/' ? hierarchy : `${hierarchy.replace(/\/+$/, '')}${self.path}`;
-  const there = procs === null ? `${dir}/cgroup.procs cannot be read` : parseCgroupProcs(procs).includes(pid) ? null : `${dir}/cgroup.procs does not list the agent (pid ${pid})`;
-  if (there === null) return null;
-  return privateNamespaceProblem(`its cgroup ${self.path} is not where it is in ${hierarchy}: ${there}`);
 }
 
 // ---------------------------------------------------------------- a container's cgroup by its id
@@ -326,7 +313,7 @@ export interface HostCoverageInput {
   /**
    * Why the hierarchy cannot be used from here (CgroupPort.hierarchy().problem): there is
    * none, the configured root is not one, or our rules could not name its cgroups (a private
-   * cgroup namespace, cgroupNamespaceProblem); null when it can.
+   * cgroup namespace, mountRootProblem); null when it can.
    */
   readonly hierarchyProblem: string | null;
 }

@@ -1,6 +1,6 @@
 import { mkdir, readFile, stat, statfs } from 'node:fs/promises';
-import { join } from 'node:path';
-import { type CgroupPath, type CgroupRead, cgroup2MountOutside, cgroup2MountPoint, cgroupNamespaceProblem, parseProcCgroup, privateNamespaceProblem, v2HierarchyUnder } from '../core/cgroup.js';
+import { join, resolve } from 'node:path';
+import { type CgroupPath, type CgroupRead, cgroup2MountPoint, cgroup2MountRoot, mountRootProblem, parseProcCgroup, v2HierarchyUnder } from '../core/cgroup.js';
 import type { Backend, Family } from '../core/family.js';
 import { CommandError, FileError } from '../errors.js';
 import { type RunProcess, firstLine } from './exec.js';
@@ -113,24 +113,25 @@ export function createCgroups(run: RunProcess, opts: CgroupOptions): CgroupPort 
   };
 }
 
+/**
+ * The kernel resolves `-m cgroup --path` against the root of the inserting process's cgroup
+ * namespace, and prints each cgroup mount's root relative to the same root: the hierarchy
+ * our rules can name is a cgroup2 mount whose root reads `/`. Anything else (a private
+ * cgroup namespace, a subtree) would make the paths read here name other cgroups there.
+ */
 async function findHierarchy(proc: string, configured: string | null, fsType: (path: string) => Promise<number | null>): Promise<CgroupHierarchy> {
-  let root: string | null;
+  const mountinfo = await readFile(join(proc, 'self/mountinfo'), 'utf8').catch(() => '');
   if (configured === null) {
-    const mountinfo = await readFile(join(proc, 'self/mountinfo'), 'utf8').catch(() => '');
-    root = cgroup2MountPoint(mountinfo);
-    if (root === null) {
-      const outside = cgroup2MountOutside(mountinfo);
-      if (outside !== null) return { root: null, problem: privateNamespaceProblem(`the cgroup2 mount at ${outside} holds cgroups above its root`) };
-      return { root: null, problem: 'the host has no cgroup v2 hierarchy (cgroup v1 only): the cgroup path match needs v2' };
-    }
-  } else {
-    const under = v2HierarchyUnder(configured, { root: await fsType(configured), unified: await fsType(join(configured, 'unified')) });
-    if (under.path === null) return { root: null, problem: under.problem };
-    root = under.path;
+    const root = cgroup2MountPoint(mountinfo);
+    if (root !== null) return { root, problem: null };
+    // None at the hierarchy's root: one mounted from outside our namespace says why.
+    const seen = ['/sys/fs/cgroup', '/sys/fs/cgroup/unified'].map((p) => ({ p, r: cgroup2MountRoot(mountinfo, p) })).find((m) => m.r !== null);
+    return { root: null, problem: seen === undefined ? 'the host has no cgroup v2 hierarchy (cgroup v1 only): the cgroup path match needs v2' : mountRootProblem(seen.p, seen.r) };
   }
-  const self = await readFile(join(proc, 'self/cgroup'), 'utf8').then(parseProcCgroup, () => null);
-  const procs = self?.ok === true ? await readFile(join(root, self.path, 'cgroup.procs'), 'utf8').catch(() => null) : null;
-  return { root, problem: cgroupNamespaceProblem(root, self, procs, process.pid) };
+  const base = resolve(configured);
+  const under = v2HierarchyUnder(base, { root: await fsType(base), unified: await fsType(join(base, 'unified')) });
+  if (under.path === null) return { root: null, problem: under.problem };
+  return { root: under.path, problem: mountRootProblem(under.path, cgroup2MountRoot(mountinfo, under.path)) };
 }
 
 /**

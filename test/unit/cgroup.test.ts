@@ -6,19 +6,18 @@ import {
   type Coverage,
   type HostCoverageInput,
   type HostNetContainer,
-  cgroup2MountOutside,
+  cgroup2MountRoot,
   cgroup2MountPoint,
   cgroupComment,
   cgroupMatchArgs,
-  cgroupNamespaceProblem,
   cgroupPathProblem,
   cgroupRuleReadBack,
   containerCgroupCandidates,
   hostContainerCoverage,
   isUnder,
+  mountRootProblem,
   namesContainer,
   parseCgroupComment,
-  parseCgroupProcs,
   parseProcCgroup,
   pickContainerCgroup,
   readCgroupPath,
@@ -99,19 +98,33 @@ test('cgroup2MountPoint: a bind mount of a subtree does not count', () => {
   assert.equal(cgroup2MountPoint('50 24 0:26 /docker/abc /sys/fs/cgroup ro,relatime - cgroup2 cgroup2 rw\n'), null);
 });
 
-test('cgroup2MountOutside: what this hybrid host showed after unshare --cgroup from a child cgroup (root /..)', () => {
-  const mountinfo = '41 31 0:38 /.. /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n34 31 0:29 /.. /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n';
-  assert.equal(cgroup2MountPoint(mountinfo), null);
-  assert.equal(cgroup2MountOutside(mountinfo), '/sys/fs/cgroup/unified');
-  assert.equal(cgroup2MountOutside('41 31 0:38 /../.. /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n'), '/sys/fs/cgroup');
+// What the lab showed, dockerd 20.10 on this hybrid host, the host's /sys/fs/cgroup bind-mounted at /host/sys/fs/cgroup.
+const BOUND_HOST_NS = '109 89 0:28 / /host/sys/fs/cgroup ro,relatime - tmpfs tmpfs rw,mode=755\n119 109 0:38 / /host/sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n';
+const BOUND_PRIVATE_NS = '109 89 0:28 / /host/sys/fs/cgroup ro,relatime - tmpfs tmpfs rw,mode=755\n119 109 0:38 /../.. /host/sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n';
+
+test('cgroup2MountRoot: the root field of the cgroup2 mount at a point, as the reader\'s cgroup namespace sees it', () => {
+  assert.equal(cgroup2MountRoot(BOUND_HOST_NS, '/host/sys/fs/cgroup/unified'), '/');
+  assert.equal(cgroup2MountRoot(BOUND_PRIVATE_NS, '/host/sys/fs/cgroup/unified'), '/../..');
+  assert.equal(cgroup2MountRoot(BOUND_HOST_NS, '/host/sys/fs/cgroup'), null, 'a tmpfs is not a cgroup2 mount');
+  assert.equal(cgroup2MountRoot(BOUND_HOST_NS, '/sys/fs/cgroup/unified'), null);
+  assert.equal(cgroup2MountRoot(`${BOUND_HOST_NS}130 109 0:38 /docker /host/sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n`, '/host/sys/fs/cgroup/unified'), '/docker', 'the last mount hides the others');
+  assert.equal(cgroup2MountRoot('41 31 0:38 /.. /sys/fs/cgroup/un\\040ified rw - cgroup2 cgroup2 rw\n', '/sys/fs/cgroup/un ified'), '/..', 'escapes decoded');
 });
 
-test('cgroup2MountOutside: none for a hierarchy root, a subtree, a v1 mount, or nothing', () => {
-  assert.equal(cgroup2MountOutside('41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n'), null);
-  assert.equal(cgroup2MountOutside('50 24 0:26 /docker/abc /sys/fs/cgroup ro - cgroup2 cgroup2 rw\n'), null);
-  assert.equal(cgroup2MountOutside('50 24 0:26 /..x /sys/fs/cgroup ro - cgroup2 cgroup2 rw\n'), null);
-  assert.equal(cgroup2MountOutside('34 31 0:29 /.. /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n'), null);
-  assert.equal(cgroup2MountOutside(''), null);
+describe('mountRootProblem: can our rules name the cgroups of this mount?', () => {
+  const P = '/host/sys/fs/cgroup/unified';
+  test("the hierarchy's root seen from our namespace: yes", () => assert.equal(mountRootProblem(P, '/'), null));
+  for (const root of ['/..', '/../..']) {
+    test(`a root of ${root} (a private cgroup namespace): no, with the fix`, () => {
+      const p = mountRootProblem(P, root) ?? '';
+      assert.match(p, new RegExp(`^the agent is in a private cgroup namespace \\(the cgroup2 mount at ${P} shows its root as ${root.replaceAll('.', '\\.')}, above the root of ours\\)`));
+      assert.match(p, /"default-cgroupns-mode": "host"/);
+      assert.match(p, /systemd or OpenRC service/);
+    });
+  }
+  test('a subtree: no', () => assert.match(mountRootProblem(P, '/docker') ?? '', /is of the subtree \/docker, not of the hierarchy's root/));
+  test('a name like .. that is not a .. segment is a subtree', () => assert.match(mountRootProblem(P, '/..x') ?? '', /subtree/));
+  test('no mount there (a symlink, a copy): no', () => assert.match(mountRootProblem(P, null) ?? '', /no cgroup2 mount at \/host\/sys\/fs\/cgroup\/unified/));
 });
 
 test('cgroup2MountPoint: the standard place wins over another mount, and escapes are decoded', () => {
@@ -321,36 +334,6 @@ describe('v2HierarchyUnder: where the v2 hierarchy is in a mounted copy of /sys/
     });
   }
   test('a trailing slash on the root does not double', () => assert.equal(v2HierarchyUnder('/h/', { root: TMPFS, unified: CGROUP2_SUPER_MAGIC }).path, '/h/unified'));
-});
-
-test('parseCgroupProcs: one pid a line; 0 stands for a process of another pid namespace; junk is dropped', () => {
-  assert.deepEqual(parseCgroupProcs('1\n11\n0\n\nx\n-3\n'), [1, 11, 0]);
-  assert.deepEqual(parseCgroupProcs(''), []);
-});
-
-describe('cgroupNamespaceProblem: can rules inserted from here name the cgroups of this tree?', () => {
-  const H = '/host/sys/fs/cgroup/unified';
-  const own = `/imdsg-swarm/${ID}`;
-  test('the host cgroup namespace: our cgroup in the tree lists us', () => {
-    assert.equal(cgroupNamespaceProblem(H, readCgroupPath(own), '1\n11\n', 11), null);
-  });
-  test('the root cgroup (an agent run from a shell at /) lists us too', () => {
-    assert.equal(cgroupNamespaceProblem(H, readCgroupPath('/'), '0\n0\n42\n', 42), null);
-  });
-  test('a private cgroup namespace: 0::/ and the host root lists others only, as 0', () => {
-    const p = cgroupNamespaceProblem(H, readCgroupPath('/'), '0\n0\n0\n', 1);
-    assert.match(p ?? '', /^the agent is in a private cgroup namespace \(its cgroup \/ is not where it is in \/host\/sys\/fs\/cgroup\/unified: \/host\/sys\/fs\/cgroup\/unified\/cgroup\.procs does not list the agent \(pid 1\)\)/);
-    assert.match(p ?? '', /default-cgroupns-mode": "host"/);
-    assert.match(p ?? '', /systemd or OpenRC service/);
-  });
-  test('our cgroup is not in the tree (a private namespace below a nested cgroup, or another tree)', () => {
-    assert.match(cgroupNamespaceProblem(H, readCgroupPath('/init.scope'), null, 1) ?? '', /\/host\/sys\/fs\/cgroup\/unified\/init\.scope\/cgroup\.procs cannot be read/);
-  });
-  test('our own cgroup unreadable or unusable: a problem, never a pass', () => {
-    assert.match(cgroupNamespaceProblem(H, null, '1\n', 1) ?? '', /could not read its own cgroup/);
-    assert.match(cgroupNamespaceProblem(H, parseProcCgroup('4:memory:/x\n'), '1\n', 1) ?? '', /\/proc\/self\/cgroup has no cgroup v2/);
-    assert.match(cgroupNamespaceProblem(H, readCgroupPath('/../x'), '1\n', 1) ?? '', /\.\. segment/);
-  });
 });
 
 // ---------------------------------------------------------------- a container's cgroup by its id

@@ -85,13 +85,12 @@ test('hierarchy: a cgroup2 mount of cgroups above our namespace root (/..) is a 
   const port = createCgroups(run, { lockWaitSeconds: 5, proc: fakeProc({ 'self/mountinfo': '41 31 0:38 /.. /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n' }) });
   const h = await port.hierarchy();
   assert.equal(h.root, null);
-  assert.match(h.problem ?? '', /^the agent is in a private cgroup namespace \(the cgroup2 mount at \/sys\/fs\/cgroup\/unified holds cgroups above its root\)/);
+  assert.match(h.problem ?? '', /^the agent is in a private cgroup namespace \(the cgroup2 mount at \/sys\/fs\/cgroup\/unified shows its root as \/\.\., above the root of ours\)/);
 });
 
 // ---------------------------------------------------------------- a configured root (the host's tree in a container)
 
 const TMPFS_MAGIC = 0x01021994;
-const AGENT_CG = '/imdsg-swarm/1f2e3d4c5b6a79881f2e3d4c5b6a79881f2e3d4c5b6a79881f2e3d4c5b6a7988';
 
 /** A stand-in for statfs over a stand-in for the host's /sys/fs/cgroup (fakeProc): the type of each directory named. */
 const typesOf = (root: string, types: Record<string, number | null>) => {
@@ -103,12 +102,14 @@ const typesOf = (root: string, types: Record<string, number | null>) => {
   };
   return { fsType, asked };
 };
+/** mountinfo with a cgroup2 mount at `point` whose root field is `root`. */
+const mountedAt = (point: string, root: string): string => `119 109 0:38 ${root} ${point} rw,relatime - cgroup2 cgroup2 rw\n`;
 
-test('hierarchy under a configured root on a hybrid host: root/unified, told by its filesystem type; our cgroup there lists us', async () => {
+test('hierarchy under a configured root on a hybrid host: root/unified, told by its filesystem type, its mount at the root of our namespace', async () => {
   const { run } = recorder({});
-  const root = fakeProc({ [`unified${AGENT_CG}/cgroup.procs`]: `1\n${process.pid}\n`, 'unified/docker/.keep': '' });
+  const root = fakeProc({ 'unified/docker/.keep': '' });
   const { fsType, asked } = typesOf(root, { '.': TMPFS_MAGIC, unified: CGROUP2_SUPER_MAGIC });
-  const port = createCgroups(run, { lockWaitSeconds: 5, root, fsType, proc: fakeProc({ 'self/cgroup': `4:memory:${AGENT_CG}\n0::${AGENT_CG}\n` }) });
+  const port = createCgroups(run, { lockWaitSeconds: 5, root: `${root}/`, fsType, proc: fakeProc({ 'self/mountinfo': mountedAt(join(root, 'unified'), '/') }) });
   assert.deepEqual(await port.hierarchy(), { root: join(root, 'unified'), problem: null });
   assert.notEqual(await port.inode(toCgroupPath('/docker')!), null, 'paths are looked up under root/unified');
   await port.hierarchy();
@@ -117,23 +118,27 @@ test('hierarchy under a configured root on a hybrid host: root/unified, told by 
 
 test('hierarchy under a configured root on a pure v2 host: the root itself', async () => {
   const { run } = recorder({});
-  const root = fakeProc({ [`${AGENT_CG.slice(1)}/cgroup.procs`]: `${process.pid}\n` });
+  const root = fakeProc({});
   const { fsType } = typesOf(root, { '.': CGROUP2_SUPER_MAGIC, unified: null });
-  const port = createCgroups(run, { lockWaitSeconds: 5, root, fsType, proc: fakeProc({ 'self/cgroup': `0::${AGENT_CG}\n` }) });
+  const port = createCgroups(run, { lockWaitSeconds: 5, root, fsType, proc: fakeProc({ 'self/mountinfo': mountedAt(root, '/') }) });
   assert.deepEqual(await port.hierarchy(), { root, problem: null });
 });
 
-test('hierarchy under a configured root, from a private cgroup namespace: found, but our rules could not name its cgroups', async () => {
-  const { run } = recorder({});
-  // What the lab showed: in a private namespace /proc/self/cgroup says 0::/, and the host
-  // root's cgroup.procs lists processes of other pid namespaces as 0.
-  const root = fakeProc({ 'unified/cgroup.procs': '0\n0\n0\n' });
-  const { fsType } = typesOf(root, { '.': TMPFS_MAGIC, unified: CGROUP2_SUPER_MAGIC });
-  const port = createCgroups(run, { lockWaitSeconds: 5, root, fsType, proc: fakeProc({ 'self/cgroup': '0::/\n' }) });
-  const h = await port.hierarchy();
-  assert.equal(h.root, join(root, 'unified'));
-  assert.match(h.problem ?? '', /private cgroup namespace .*does not list the agent .*default-cgroupns-mode/);
-});
+const unusable: readonly [string, (root: string) => string, RegExp][] = [
+  ['seen from a private cgroup namespace (/../..)', (root) => mountedAt(join(root, 'unified'), '/../..'), /^the agent is in a private cgroup namespace .*default-cgroupns-mode/],
+  ['a bind mount of a subtree', (root) => mountedAt(join(root, 'unified'), '/docker'), /subtree \/docker/],
+  ['not in mountinfo at all (a copy, a link)', () => '', /no cgroup2 mount at/],
+];
+for (const [what, mountinfo, problem] of unusable) {
+  test(`hierarchy under a configured root ${what}: found, but our rules could not name its cgroups`, async () => {
+    const { run } = recorder({});
+    const root = fakeProc({});
+    const { fsType } = typesOf(root, { '.': TMPFS_MAGIC, unified: CGROUP2_SUPER_MAGIC });
+    const h = await createCgroups(run, { lockWaitSeconds: 5, root, fsType, proc: fakeProc({ 'self/mountinfo': mountinfo(root) }) }).hierarchy();
+    assert.equal(h.root, join(root, 'unified'));
+    assert.match(h.problem ?? '', problem);
+  });
+}
 
 const missingRoots: readonly [string, Record<string, number | null>, RegExp][] = [
   ['not mounted at all', {}, /cannot be read: mount the host's \/sys\/fs\/cgroup there/],
@@ -142,8 +147,8 @@ const missingRoots: readonly [string, Record<string, number | null>, RegExp][] =
 for (const [what, types, problem] of missingRoots) {
   test(`hierarchy under a configured root that is ${what}: none, and why`, async () => {
     const { run } = recorder({});
-    const root = fakeProc({ 'unified/cgroup.procs': `${process.pid}\n` });
-    const port = createCgroups(run, { lockWaitSeconds: 5, root, fsType: typesOf(root, types).fsType, proc: fakeProc({ 'self/cgroup': '0::/\n' }) });
+    const root = fakeProc({});
+    const port = createCgroups(run, { lockWaitSeconds: 5, root, fsType: typesOf(root, types).fsType, proc: fakeProc({}) });
     const h = await port.hierarchy();
     assert.equal(h.root, null);
     assert.match(h.problem ?? '', problem);
