@@ -17,6 +17,7 @@ const FLAG_KEYS: readonly [flag: string, key: string, kind: 'string' | 'list' | 
   ['hostNetwork', 'hostNetwork', 'boolean'],
   ['hostNetworkExempt', 'hostNetworkExempt', 'list'],
   ['cgroupParent', 'cgroupParent', 'string'],
+  ['cgroupRoot', 'cgroupRoot', 'string'],
   ['endpoints', 'endpoints', 'list'],
   ['target', 'target', 'string'],
   ['target6', 'target6', 'string'],
@@ -49,6 +50,7 @@ function withConfigOptions(cmd: Command): Command {
     .option('--no-host-network', 'do not cover host-network containers (filter OUTPUT, by cgroup)')
     .option('--host-network-exempt <list>', 'host-network containers (by name) that keep access; also: label imds-guard.allow=true')
     .option('--cgroup-parent <path>', "Docker's container cgroup parent, cgroup v2 path (default auto: /docker with the cgroupfs driver)")
+    .option('--cgroup-root <dir>', "the host's /sys/fs/cgroup mounted at DIR (a container); default: the cgroup2 mount this process sees")
     .option('--target <target>', 'redirect, redirect:PORT or dnat:ADDRESS[:PORT] (default redirect: connection refused on the host)')
     .option('--target6 <target>', 'target for IPv6 endpoints (default: --target)')
     .addOption(new Option('--boot-script <policy>', 'write the OpenRC local.d script: auto = when its directory exists').choices(['auto', 'always', 'never']))

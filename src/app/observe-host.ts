@@ -1,4 +1,4 @@
-import { type CgroupPath, type HostNetContainer, cgroupRuleReadBack, hostContainerCoverage, toCgroupPath } from '../core/cgroup.js';
+import { type CgroupPath, type HostNetContainer, cgroupRuleReadBack, containerCgroupCandidates, hostContainerCoverage, namesContainer, pickContainerCgroup, toCgroupPath } from '../core/cgroup.js';
 import type { Config } from '../core/config.js';
 import { type HostNetObservation, hostNetworkContainers } from '../core/host-network.js';
 import type { Observation } from '../core/plan.js';
@@ -17,9 +17,13 @@ const CGROUPFS_PARENT = '/docker';
 export async function observeHostNetwork(config: Config, ports: Ports, obs: Observation): Promise<HostNetObservation | null> {
   if (!config.hostNetwork) return null;
   const cg = ports.cgroups;
-  const root = await cg.v2Root();
-  const match = root === null ? { available: false, why: 'the host has no cgroup v2 hierarchy (cgroup v1 only)' } : await cgroupMatch(ports, obs);
-  const unavailable = root === null ? 'the host has no cgroup v2 hierarchy (cgroup v1 only): the cgroup path match needs v2' : match.available ? null : match.why;
+  const hierarchy = await cg.hierarchy();
+  const root = hierarchy.root;
+  // With no hierarchy, or one our rules cannot name (a private cgroup namespace), no cgroup
+  // rule is wanted at all: one the kernel refuses would fail the filter transaction, and
+  // with it the FORWARD backstop.
+  const match = hierarchy.problem !== null ? { available: false, why: hierarchy.problem } : await cgroupMatch(ports, obs);
+  const unavailable = hierarchy.problem ?? (match.available ? null : match.why);
 
   const docker = obs.docker;
   const driver = docker?.cgroupDriver ?? null;
@@ -37,13 +41,29 @@ export async function observeHostNetwork(config: Config, ports: Ports, obs: Obse
   }
 
   const host = docker === null ? [] : hostNetworkContainers(docker.containers);
+  const daemonParent = config.cgroupParent === 'auto' ? null : config.cgroupParent;
   const facts: HostNetContainer[] = await Promise.all(
     host.map(async ({ container, joinsHostVia }) => {
-      const pid = await ports.docker?.containerPid(container.id).catch(() => 0) ?? 0;
-      return { id: container.id, name: container.name, labels: container.labels, joinsHostVia, cgroup: pid > 0 ? await cg.cgroupOfPid(pid) : null };
+      const state = (await ports.docker?.containerState(container.id).catch(() => null)) ?? null;
+      const fromPid = state !== null && state.pid > 0 ? await cg.cgroupOfPid(state.pid) : null;
+      // Without the host's pid namespace (a Swarm task) the pid is not the container's here:
+      // look for its cgroup where Docker's driver puts it, by its id.
+      let found: CgroupPath | null = null;
+      if (root !== null && !(fromPid?.ok === true && namesContainer(fromPid.path, container.id))) {
+        for (const p of containerCgroupCandidates({ id: container.id, driver, containerParent: state?.cgroupParent ?? '', daemonParent })) {
+          if ((await cg.inode(p)) !== null) {
+            found = p;
+            break;
+          }
+        }
+      }
+      return { id: container.id, name: container.name, labels: container.labels, joinsHostVia, cgroup: pickContainerCgroup(container.id, fromPid, found) };
     }),
   );
-  const containers = hostContainerCoverage({ containers: facts, parent: parentPath, parentExists: parentInode !== null, exemptNames: config.hostNetworkExempt, cgroupMatch: match.available, cgroupV2: root !== null });
+  const containers = hostContainerCoverage({
+    containers: facts, parent: parentPath, parentExists: parentInode !== null, exemptNames: config.hostNetworkExempt,
+    cgroupMatch: match.available, cgroupV2: root !== null, hierarchyProblem: hierarchy.problem,
+  });
   const inodes = new Map<string, number>();
   for (const c of containers) {
     if ((c.coverage === 'own-rule' || c.coverage === 'exempt') && c.cgroup !== null) {

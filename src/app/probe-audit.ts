@@ -22,7 +22,7 @@ export async function probeFromContainers(config: Config, ports: Ports): Promise
   }
   const containers: ProbeContainerFact[] = await Promise.all(
     facts.containers.map(async (c) => {
-      const pid = await ports.docker!.containerPid(c.id).catch(() => 0);
+      const pid = await ports.docker!.containerState(c.id).then((s) => s.pid, () => 0);
       const read = pid > 0 ? await ports.cgroups.cgroupOfPid(pid).catch(() => null) : null;
       return { id: c.id, name: c.name, pid, running: pid > 0, networks: c.networks, cgroup: read?.ok === true ? read.path : null };
     }),

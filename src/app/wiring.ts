@@ -11,7 +11,7 @@ import type { Ports } from './ports.js';
 
 /** The real adapters, for the CLI. */
 export async function realPorts(config: Config, log: Logger): Promise<Ports> {
-  const cgroups = createCgroups(runProcess, { lockWaitSeconds: config.lockWaitSeconds });
+  const cgroups = createCgroups(runProcess, { lockWaitSeconds: config.lockWaitSeconds, root: config.cgroupRoot });
   const probed = new Map<string, Promise<CgroupMatchProbe>>();
   return {
     cgroups,

@@ -90,21 +90,143 @@ export function isUnder(path: CgroupPath, parent: CgroupPath): boolean {
  * not be the path the kernel resolves `--path` against.
  */
 export function cgroup2MountPoint(mountinfo: string): string | null {
-  const mounts: string[] = [];
+  const mounts = cgroup2Mounts(mountinfo).filter((m) => m.root === '/').map((m) => m.point);
+  return PREFERRED_MOUNTS.find((m) => mounts.includes(m)) ?? mounts[0] ?? null;
+}
+
+/**
+ * The root field of the cgroup2 mount at `point` in /proc/self/mountinfo (the last mount
+ * there wins, as it hides the others), or null when there is none. The kernel prints it
+ * relative to the root of the reader's cgroup namespace: `/` for the hierarchy's root
+ * seen from the host's namespace, `/../..` for the same mount seen from a private one
+ * (both seen in the lab, dockerd 20.10, --cgroupns host and private).
+ */
+export function cgroup2MountRoot(mountinfo: string, point: string): string | null {
+  return cgroup2Mounts(mountinfo).filter((m) => m.point === point).at(-1)?.root ?? null;
+}
+
+/** Why the cgroup2 mount at `point` (its root field `root`, cgroup2MountRoot) cannot be named by our rules, or null. */
+export function mountRootProblem(point: string, root: string | null): string | null {
+  if (root === '/') return null;
+  if (root === null) return `there is no cgroup2 mount at ${point} in /proc/self/mountinfo: mount the host's /sys/fs/cgroup itself, not a link to it`;
+  if (root === '/..' || root.startsWith('/../')) return privateNamespaceProblem(`the cgroup2 mount at ${point} shows its root as ${root}, above the root of ours`);
+  return `the cgroup2 mount at ${point} is of the subtree ${root}, not of the hierarchy's root: mount the host's whole /sys/fs/cgroup`;
+}
+
+function cgroup2Mounts(mountinfo: string): { root: string; point: string }[] {
+  const mounts: { root: string; point: string }[] = [];
   for (const line of mountinfo.split('\n')) {
     // id parent major:minor root mountpoint options [optional...] - fstype source superoptions
     const f = line.split(' ');
     const dash = f.indexOf('-', 6);
-    if (dash < 0 || f[dash + 1] !== 'cgroup2' || f[3] !== '/') continue;
-    mounts.push(unescapeMountField(f[4]!));
+    if (dash < 0 || f[dash + 1] !== 'cgroup2') continue;
+    mounts.push({ root: unescapeMountField(f[3]!), point: unescapeMountField(f[4]!) });
   }
-  return PREFERRED_MOUNTS.find((m) => mounts.includes(m)) ?? mounts[0] ?? null;
+  return mounts;
 }
 
 const PREFERRED_MOUNTS = ['/sys/fs/cgroup', '/sys/fs/cgroup/unified'];
 
 // mountinfo writes space, tab, newline and backslash in paths as octal escapes (\040).
 const unescapeMountField = (f: string): string => f.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+
+// ---------------------------------------------------------------- a cgroup tree mounted elsewhere
+
+/** statfs f_type of a cgroup v2 mount (linux/magic.h). */
+export const CGROUP2_SUPER_MAGIC = 0x63677270;
+
+/**
+ * Where the cgroup v2 hierarchy is under `root`, a copy of the host's cgroup tree mounted
+ * where the agent can read it (a container's `/host/sys/fs/cgroup`): `root` itself on a
+ * pure v2 host, `root/unified` on a hybrid one. Told by the filesystem type of each
+ * (statfs; null when it could not be read), never by names: on a hybrid host `root` is a
+ * tmpfs, on a v1-only host neither is cgroup2.
+ */
+export function v2HierarchyUnder(root: string, fsType: { readonly root: number | null; readonly unified: number | null }): { readonly path: string | null; readonly problem: string | null } {
+  if (fsType.root === CGROUP2_SUPER_MAGIC) return { path: root, problem: null };
+  const unified = `${root.replace(/\/+$/, '')}/unified`;
+  if (fsType.unified === CGROUP2_SUPER_MAGIC) return { path: unified, problem: null };
+  if (fsType.root === null) return { path: null, problem: `the cgroup root ${root} cannot be read: mount the host's /sys/fs/cgroup there` };
+  return { path: null, problem: `neither ${root} nor ${unified} is a cgroup2 mount: the host has no cgroup v2 hierarchy (cgroup v1 only), or ${root} is not the host's /sys/fs/cgroup` };
+}
+
+/** A private cgroup namespace, `detail` saying how it was seen, and the fix. */
+export function privateNamespaceProblem(detail: string): string {
+  return `the agent is in a private cgroup namespace (${detail}), so its rules cannot name Docker's cgroups: run the agent in the host's cgroup namespace: as a systemd or OpenRC service, or as a container on a daemon with "default-cgroupns-mode": "host" (daemon.json; the default of cgroup v1 and hybrid hosts)`;
+}
+
+// ---------------------------------------------------------------- a container's cgroup by its id
+
+const FULL_ID = /^[0-9a-f]{64}$/;
+const SLICE_UNIT = /^[A-Za-z0-9:_.-]+\.slice$/;
+
+/**
+ * The cgroup path of a systemd slice unit: systemd nests a slice in the slices its name's
+ * dash-separated prefixes name (`docker-ci.slice` is `/docker.slice/docker-ci.slice`), and
+ * `-.slice` is the root. Null for a name that is not a slice, or has an empty component.
+ */
+export function slicePath(unit: string): CgroupPath | null {
+  if (unit === '-.slice') return '/' as CgroupPath;
+  if (!SLICE_UNIT.test(unit)) return null;
+  const parts = unit.slice(0, -'.slice'.length).split('-');
+  if (parts.some((p) => p === '')) return null;
+  const nested = parts.map((_, i) => `${parts.slice(0, i + 1).join('-')}.slice`);
+  return toCgroupPath(`/${nested.join('/')}`);
+}
+
+export interface ContainerCgroupFacts {
+  /** Docker's full container id (64 hex digits); anything else gets no candidate. */
+  readonly id: string;
+  /** `docker info`'s cgroup driver: cgroupfs, systemd, or null when Docker did not say. */
+  readonly driver: string | null;
+  /** The container's HostConfig.CgroupParent: empty when it has none of its own. */
+  readonly containerParent: string;
+  /** The daemon's cgroup-parent as configured here (cgroupParent), or null for auto. */
+  readonly daemonParent: string | null;
+}
+
+/**
+ * Where Docker puts a container's cgroup, for when its processes are not visible to the
+ * agent (a container without the host's pid namespace): cgroupfs `<parent>/<id>` (the
+ * container's own parent, else the daemon's, else /docker), systemd `<slice>/docker-<id>.scope`
+ * (the container's slice, else the daemon's parent, else system.slice). Both drivers' when
+ * Docker did not say which. Every candidate is named after the id and validated; the caller
+ * uses one only if it exists.
+ */
+export function containerCgroupCandidates(f: ContainerCgroupFacts): CgroupPath[] {
+  if (!FULL_ID.test(f.id)) return [];
+  const out: (CgroupPath | null)[] = [];
+  const own = f.containerParent;
+  if (f.driver !== 'systemd') {
+    // runc takes a relative parent relative to its own cgroup, which is not known here: it
+    // is tried at the root (where it is when the runtime runs in the root cgroup).
+    const parent = own !== '' ? (own.startsWith('/') ? own : `/${own}`) : (f.daemonParent ?? '/docker');
+    out.push(toCgroupPath(`${parent.replace(/\/+$/, '')}/${f.id}`));
+  }
+  if (f.driver === 'systemd' || f.driver === null) {
+    const slice = own !== '' ? slicePath(own) : f.daemonParent !== null ? toCgroupPath(f.daemonParent) : ('/system.slice' as CgroupPath);
+    if (slice !== null) out.push(toCgroupPath(`${slice === '/' ? '' : slice}/docker-${f.id}.scope`));
+  }
+  return [...new Set(out.filter((p): p is CgroupPath => p !== null))];
+}
+
+/** Whether some segment of `path` names the container (its cgroup, or one its processes made inside it). */
+export function namesContainer(path: CgroupPath, id: string): boolean {
+  return FULL_ID.test(id) && path.split('/').some((s) => s.includes(id));
+}
+
+/**
+ * A host-network container's cgroup from what could be read. /proc/<pid>/cgroup is the
+ * container's only when it names the container: in another pid namespace than Docker's,
+ * the pid Docker gives is a different process here, or none. Else the candidate by id that
+ * exists (`found`). Else what the pid gave, if anything: the coverage decides on it, and
+ * gives no own rule to a cgroup not named after the container.
+ */
+export function pickContainerCgroup(id: string, fromPid: CgroupRead | null, found: CgroupPath | null): CgroupRead | null {
+  if (fromPid?.ok === true && namesContainer(fromPid.path, id)) return fromPid;
+  if (found !== null) return { ok: true, path: found };
+  return fromPid;
+}
 
 // ---------------------------------------------------------------- rule identity
 
@@ -151,7 +273,8 @@ export interface HostNetContainer {
   readonly name: string;
   /**
    * What parseProcCgroup made of /proc/<pid>/cgroup (CgroupPort.cgroupOfPid), its problem
-   * included for the audit; null when it could not be read (the container stopped).
+   * included for the audit, or the cgroup found by its id (pickContainerCgroup); null when
+   * neither could be read (the container stopped, or its cgroup is not where Docker's driver puts it).
    */
   readonly cgroup: CgroupRead | null;
   readonly labels: Readonly<Record<string, string>>;
@@ -185,8 +308,14 @@ export interface HostCoverageInput {
   readonly exemptNames: readonly string[];
   /** The kernel and iptables take `-m cgroup --path` (CgroupPort.hasCgroupMatch). */
   readonly cgroupMatch: boolean;
-  /** The host has a cgroup v2 hierarchy (CgroupPort.v2Root() is not null). */
+  /** The host has a cgroup v2 hierarchy (CgroupPort.hierarchy() has a root). */
   readonly cgroupV2: boolean;
+  /**
+   * Why the hierarchy cannot be used from here (CgroupPort.hierarchy().problem): there is
+   * none, the configured root is not one, or our rules could not name its cgroups (a private
+   * cgroup namespace, mountRootProblem); null when it can.
+   */
+  readonly hierarchyProblem: string | null;
 }
 
 export const ALLOW_LABEL = 'imds-guard.allow';
@@ -212,9 +341,10 @@ export function hostContainerCoverage(input: HostCoverageInput): HostContainerCo
 
     if (c.labels[ALLOW_LABEL] === 'true') return out('exempt', `label ${ALLOW_LABEL}=true`);
     if (exempt.has(bareName(c.name))) return out('exempt', "named in the configuration's exemptions");
+    if (input.hierarchyProblem !== null) return out('not-coverable', input.hierarchyProblem);
     if (!input.cgroupV2) return out('not-coverable', 'the host has no cgroup v2 hierarchy (cgroup v1 only): the cgroup path match needs v2');
     if (!input.cgroupMatch) return out('not-coverable', "iptables or the kernel lacks the cgroup path match (xt_cgroup, Linux 4.5+)");
-    if (read === null) return out('not-coverable', 'its cgroup could not be read (/proc/<pid>/cgroup)');
+    if (read === null) return out('not-coverable', "its cgroup could not be read (/proc/<pid>/cgroup), nor found by its id where Docker's cgroup driver puts it");
     if (!read.ok) return out('not-coverable', `/proc/<pid>/cgroup ${read.problem}`);
     const path = read.path;
     if (parent !== null && parent !== '/' && input.parentExists && isUnder(path, parent)) return out('parent-rule', `its cgroup is under ${parent}`);

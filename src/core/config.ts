@@ -34,6 +34,8 @@ export interface Config {
   readonly hostNetworkExempt: readonly string[];
   /** Docker's container cgroup parent (v2 path): auto = /docker with the cgroupfs driver, none with systemd unless set. */
   readonly cgroupParent: string;
+  /** The host's cgroup tree mounted elsewhere (a container's /host/sys/fs/cgroup); null: the cgroup2 mount found in /proc/self/mountinfo. */
+  readonly cgroupRoot: string | null;
   readonly target: Target;
   readonly target6: Target;
   readonly bootScript: BootScriptPolicy;
@@ -119,6 +121,7 @@ const schema = z
     hostNetwork: z.boolean().default(true),
     hostNetworkExempt: z.array(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, 'must be a container name')).default([]),
     cgroupParent: cgroupParent.default('auto'),
+    cgroupRoot: absolutePath.nullable().default(null),
     target: target.default(parseTarget(DEFAULT_TARGET) as Target),
     target6: target.optional(),
     bootScript: z.enum(['auto', 'always', 'never']).default('auto'),
@@ -247,6 +250,7 @@ export const ENV_KEYS: Readonly<Record<string, { key: string; kind: 'string' | '
   IMDS_GUARD_HOST_NETWORK: { key: 'hostNetwork', kind: 'boolean' },
   IMDS_GUARD_HOST_NETWORK_EXEMPT: { key: 'hostNetworkExempt', kind: 'list' },
   IMDS_GUARD_CGROUP_PARENT: { key: 'cgroupParent', kind: 'string' },
+  IMDS_GUARD_CGROUP_ROOT: { key: 'cgroupRoot', kind: 'string' },
   IMDS_GUARD_ENDPOINTS: { key: 'endpoints', kind: 'list' },
   IMDS_GUARD_TARGET: { key: 'target', kind: 'string' },
   IMDS_GUARD_TARGET6: { key: 'target6', kind: 'string' },

@@ -1,14 +1,14 @@
-import { mkdir, readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
-import { type CgroupPath, type CgroupRead, cgroup2MountPoint, parseProcCgroup } from '../core/cgroup.js';
+import { mkdir, readFile, stat, statfs } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { type CgroupPath, type CgroupRead, cgroup2MountPoint, cgroup2MountRoot, mountRootProblem, parseProcCgroup, v2HierarchyUnder } from '../core/cgroup.js';
 import type { Backend, Family } from '../core/family.js';
 import { CommandError, FileError } from '../errors.js';
 import { type RunProcess, firstLine } from './exec.js';
 
 /** The cgroup v2 hierarchy as the host-network coverage needs it. Paths are CgroupPaths: validated, never `..`. */
 export interface CgroupPort {
-  /** The cgroup2 mount point (/sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid host); null on a pure v1 host. */
-  v2Root(): Promise<string | null>;
+  /** Where the cgroup v2 hierarchy is, and whether our rules can name its cgroups; read once. */
+  hierarchy(): Promise<CgroupHierarchy>;
   /** The inode of the cgroup's directory (its cgroup id), or null if it does not exist or there is no v2 hierarchy. */
   inode(path: CgroupPath): Promise<number | null>;
   /**
@@ -22,6 +22,17 @@ export interface CgroupPort {
   hasCgroupMatch(family: Family, backend: Backend): Promise<CgroupMatchProbe>;
 }
 
+export interface CgroupHierarchy {
+  /**
+   * The directory of the cgroup v2 hierarchy's root: the cgroup2 mount (/sys/fs/cgroup, or
+   * /sys/fs/cgroup/unified on a hybrid host), or under the configured root (the host's tree
+   * mounted into a container); null when there is none.
+   */
+  readonly root: string | null;
+  /** Why host-network containers cannot be covered from here (no hierarchy, a private cgroup namespace), or null. */
+  readonly problem: string | null;
+}
+
 export interface CgroupMatchProbe {
   readonly available: boolean;
   /** What the probe found, for the audit. */
@@ -30,8 +41,15 @@ export interface CgroupMatchProbe {
 
 export interface CgroupOptions {
   readonly lockWaitSeconds: number;
+  /**
+   * The host's cgroup tree mounted somewhere else than /sys/fs/cgroup (a container's
+   * /host/sys/fs/cgroup); null or absent: the cgroup2 mount in /proc/self/mountinfo.
+   */
+  readonly root?: string | null;
   /** /proc, replaceable in tests. */
   readonly proc?: string;
+  /** statfs f_type of a path (null when it cannot be read), replaceable in tests. */
+  readonly fsType?: (path: string) => Promise<number | null>;
 }
 
 const errnoOf = (e: unknown): string | undefined => (e as NodeJS.ErrnoException).code;
@@ -43,18 +61,21 @@ const PROBE_PAYLOAD = `*filter\n:${PROBE_CHAIN} - [0:0]\n-A ${PROBE_CHAIN} -m cg
 // iptables-legacy-restore's RESOURCE_PROBLEM: it could not take the xtables lock.
 const EXIT_RESOURCE = 4;
 
+const statfsType = (path: string): Promise<number | null> => statfs(path).then((s) => s.type, () => null);
+
 export function createCgroups(run: RunProcess, opts: CgroupOptions): CgroupPort {
   const proc = opts.proc ?? '/proc';
-  let root: Promise<string | null> | undefined;
-  // Mounts do not move under a running agent; read mountinfo once.
-  const v2Root = (): Promise<string | null> => (root ??= readFile(join(proc, 'self/mountinfo'), 'utf8').then(cgroup2MountPoint, () => null));
+  const fsType = opts.fsType ?? statfsType;
+  let found: Promise<CgroupHierarchy> | undefined;
+  // Mounts and our cgroup namespace do not change under a running agent: look once.
+  const hierarchy = (): Promise<CgroupHierarchy> => (found ??= findHierarchy(proc, opts.root ?? null, fsType));
   const dirOf = async (path: CgroupPath): Promise<string | null> => {
-    const r = await v2Root();
+    const r = (await hierarchy()).root;
     return r === null ? null : join(r, path);
   };
 
   return {
-    v2Root,
+    hierarchy,
     async inode(path) {
       const dir = await dirOf(path);
       if (dir === null) return null;
@@ -90,6 +111,27 @@ export function createCgroups(run: RunProcess, opts: CgroupOptions): CgroupPort 
     },
     hasCgroupMatch: (family, backend) => probeCgroupMatch(run, proc, family, backend, opts.lockWaitSeconds),
   };
+}
+
+/**
+ * The kernel resolves `-m cgroup --path` against the root of the inserting process's cgroup
+ * namespace, and prints each cgroup mount's root relative to the same root: the hierarchy
+ * our rules can name is a cgroup2 mount whose root reads `/`. Anything else (a private
+ * cgroup namespace, a subtree) would make the paths read here name other cgroups there.
+ */
+async function findHierarchy(proc: string, configured: string | null, fsType: (path: string) => Promise<number | null>): Promise<CgroupHierarchy> {
+  const mountinfo = await readFile(join(proc, 'self/mountinfo'), 'utf8').catch(() => '');
+  if (configured === null) {
+    const root = cgroup2MountPoint(mountinfo);
+    if (root !== null) return { root, problem: null };
+    // None at the hierarchy's root: one mounted from outside our namespace says why.
+    const seen = ['/sys/fs/cgroup', '/sys/fs/cgroup/unified'].map((p) => ({ p, r: cgroup2MountRoot(mountinfo, p) })).find((m) => m.r !== null);
+    return { root: null, problem: seen === undefined ? 'the host has no cgroup v2 hierarchy (cgroup v1 only): the cgroup path match needs v2' : mountRootProblem(seen.p, seen.r) };
+  }
+  const base = resolve(configured);
+  const under = v2HierarchyUnder(base, { root: await fsType(base), unified: await fsType(join(base, 'unified')) });
+  if (under.path === null) return { root: null, problem: under.problem };
+  return { root: under.path, problem: mountRootProblem(under.path, cgroup2MountRoot(mountinfo, under.path)) };
 }
 
 /**

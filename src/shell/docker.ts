@@ -12,11 +12,18 @@ export interface NetworkEvent {
   readonly name: string;
 }
 
+export interface ContainerState {
+  /** The pid of its init process in dockerd's pid namespace; 0 when not running. */
+  readonly pid: number;
+  /** HostConfig.CgroupParent (`docker run --cgroup-parent`): empty when it has none of its own. Untrusted. */
+  readonly cgroupParent: string;
+}
+
 export interface DockerPort {
   /** Networks (with the containers on them), running containers and the cgroup driver; names are made safe to print. */
   facts(opts?: { withInfo?: boolean }): Promise<DockerFacts>;
-  /** The pid of a running container's init process (0 when not running). */
-  containerPid(id: string): Promise<number>;
+  /** A container's init process (pid 0 when not running) and its own cgroup parent. */
+  containerState(id: string): Promise<ContainerState>;
   /** Subscribes to network and container events; `onEnd` is called once when the stream ends or fails. Returns a stop function. */
   watchNetworks(onEvent: (e: NetworkEvent) => void, onEnd: (err: Error | null) => void): Promise<() => void>;
 }
@@ -98,11 +105,11 @@ export async function createDocker(host: string | null, timeoutMs = 5000): Promi
       }));
       return { networks, containers, cgroupDriver: info === null ? null : printable(info.CgroupDriver ?? '') || null, cgroupVersion: info === null ? null : printable(info.CgroupVersion ?? '') || null };
     },
-    async containerPid(id) {
+    async containerState(id) {
       const { docker } = await connect();
-      const c = (await docker.getContainer(id).inspect()) as { State?: { Pid?: number } };
+      const c = (await docker.getContainer(id).inspect()) as { State?: { Pid?: number }; HostConfig?: { CgroupParent?: string } };
       const pid = c.State?.Pid ?? 0;
-      return Number.isInteger(pid) && pid > 0 ? pid : 0;
+      return { pid: Number.isInteger(pid) && pid > 0 ? pid : 0, cgroupParent: printable(c.HostConfig?.CgroupParent ?? '', 1024) };
     },
     async watchNetworks(onEvent, onEnd) {
       const { events } = await connect();

@@ -116,8 +116,51 @@ for (const [family, backend] of CASES) {
   });
 }
 
-test('CgroupPort.v2Root finds the cgroup2 mount (/sys/fs/cgroup/unified on a hybrid host)', { skip }, async () => {
-  assert.equal(await createCgroups(runProcess, { lockWaitSeconds: 5 }).v2Root(), mount);
+test('CgroupPort.hierarchy finds the cgroup2 mount (/sys/fs/cgroup/unified on a hybrid host), and our rules can name its cgroups', { skip }, async () => {
+  assert.deepEqual(await createCgroups(runProcess, { lockWaitSeconds: 5 }).hierarchy(), { root: mount, problem: null });
+});
+
+test('CgroupPort.hierarchy under a configured root: /sys/fs/cgroup gives the cgroup2 mount by its filesystem type (unified on a hybrid host), and the mount itself is taken as it is', { skip }, async () => {
+  for (const root of ['/sys/fs/cgroup', mount!]) {
+    assert.deepEqual(await createCgroups(runProcess, { lockWaitSeconds: 5, root }).hierarchy(), { root: mount, problem: null }, root);
+  }
+  const none = await createCgroups(runProcess, { lockWaitSeconds: 5, root: '/nonexistent-imdsg-cgroup-root' }).hierarchy();
+  assert.equal(none.root, null);
+  assert.match(none.problem ?? '', /cannot be read/);
+});
+
+/**
+ * CgroupPort.hierarchy() as a process in cgroup `path` (ours when null) sees it, in a new
+ * cgroup namespace when `privateNs`: the JSON of {configured root, default}.
+ */
+async function hierarchyFrom(path: string | null, privateNs: boolean): Promise<{ root: string | null; problem: string | null }[]> {
+  const script = `const { createCgroups } = await import(${JSON.stringify(new URL('../../src/shell/cgroups.ts', import.meta.url).pathname)});
+    const { runProcess } = await import(${JSON.stringify(new URL('../../src/shell/exec.ts', import.meta.url).pathname)});
+    const out = [];
+    for (const root of ['/sys/fs/cgroup', null]) out.push(await createCgroups(runProcess, { lockWaitSeconds: 5, root }).hierarchy());
+    console.log(JSON.stringify(out));`;
+  const node = [process.execPath, '--import', 'tsx', '--input-type=module', '-e', script];
+  const r = privateNs ? await cg.runIn(path, 'unshare', ['--cgroup', ...node]) : await cg.runIn(path, node[0]!, node.slice(1));
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout) as { root: string | null; problem: string | null }[];
+}
+
+test('CgroupPort.hierarchy in the cgroup namespace Docker\'s cgroups are named in: no problem, wherever the agent sits', { skip }, async () => {
+  for (const [configured, found] of [await hierarchyFrom(cg.child, false), await hierarchyFrom(null, false)]) {
+    assert.deepEqual(configured, { root: mount, problem: null });
+    assert.deepEqual(found, { root: mount, problem: null });
+  }
+});
+
+test('CgroupPort.hierarchy from a private cgroup namespace (unshare --cgroup in a child cgroup): our rules could not name the host\'s cgroups, with either root', { skip }, async () => {
+  const [configured, found] = await hierarchyFrom(cg.child, true);
+  // The kernel shows the mount's root relative to the new namespace's root (cg.child): /..
+  // per level. Configured or found, the tree is there, and our rules could not name it.
+  const shown = `/${cg.child.split('/').slice(1).map(() => '..').join('/')}`.replaceAll('.', '\\.');
+  assert.equal(configured!.root, mount);
+  assert.match(configured!.problem ?? '', new RegExp(`^the agent is in a private cgroup namespace \\(the cgroup2 mount at ${mount} shows its root as ${shown}, above the root of ours\\)`));
+  assert.equal(found!.root, null);
+  assert.match(found!.problem ?? '', new RegExp(`^the agent is in a private cgroup namespace \\(the cgroup2 mount at ${mount} shows its root as ${shown}, above`));
 });
 
 test('CgroupPort.inode, ensureDir and cgroupOfPid on the real hierarchy', { skip }, async () => {

@@ -10,7 +10,9 @@
 // mounts are pointed, through its variables, at the lab's socket and a local.d under the
 // lab directory, and the agent at the lab's container parent cgroup (LAB_CGROUP_PARENT).
 // The agent covers every container: a catch-all per endpoint in nat PREROUTING, a filter
-// FORWARD backstop, and filter OUTPUT rules for host-network containers by cgroup. /host/run stays this machine's /run (the lab shares the filesystem):
+// FORWARD backstop, and filter OUTPUT rules for host-network containers by cgroup, which
+// the task (no host pid namespace) finds by container id in the host's cgroup tree,
+// mounted read-only at /host/sys/fs/cgroup. /host/run stays this machine's /run (the lab shares the filesystem):
 // that is where the lab's dockerd and iptables take the xtables lock, and the most the
 // agent's iptables-legacy would do there is create /run/xtables.lock, the standard path
 // (the lab's rules are nft, so here it does not even do that).
@@ -21,6 +23,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { after, before, test } from 'node:test';
 import { type Capability, capability, requireCapabilities, skipWithout } from '../helpers/capability.js';
+import { cgroup2Mount } from '../helpers/cgroup.js';
 import { CLI, JUMP_LINE, REPO } from '../helpers/cli.js';
 import { LAB_NETWORKS, type Lab, labAvailable, startLab } from '../helpers/lab.js';
 import { runProc } from '../helpers/proc.js';
@@ -48,8 +51,6 @@ const needs: Capability[] = [
   capability('debootstrap', existsSync(join(REPO, '.cache/agent-base/.complete')) || onPath('debootstrap'), 'debootstrap is not installed and no agent base is cached (bash scripts/install-deps test)'),
 ];
 const skip = skipWithout(...needs);
-// A known gap, allow-listed in test/allowed-skips.txt (issue 12 stays open for it).
-const SWARM_HOST_NET_GAP = "host-network coverage in the Swarm form is not in place yet: the task sees neither host pids nor a writable cgroup tree (deploy/stack.yml needs pid: host and the host's cgroup mount)";
 const JUMP_COMMENT = '-m comment --comment "imds-guard: metadata endpoint protection"';
 
 /** This machine's nat and filter rules as iptables-save prints them, minus comments and counters. */
@@ -204,6 +205,8 @@ test('docker stack deploy runs one agent task per node, PID 1 in the lab\'s host
   assert.equal(mounts['/var/run/docker.sock'], stackVars(l).IMDS_GUARD_DOCKER_SOCKET);
   assert.equal(mounts['/host/local.d'], localD);
   assert.equal(mounts['/host/run'], '/run');
+  assert.equal(mounts['/host/sys/fs/cgroup'], '/sys/fs/cgroup');
+  assert.ok(spec.TaskTemplate.ContainerSpec.Env.includes('IMDS_GUARD_CGROUP_ROOT=/host/sys/fs/cgroup'));
   assert.ok(spec.TaskTemplate.ContainerSpec.Env.includes(`IMDS_GUARD_DRIFT_SCHEDULE=${DRIFT_SCHEDULE}`));
   assert.ok(spec.TaskTemplate.ContainerSpec.Env.includes(`IMDS_GUARD_CGROUP_PARENT=${l.cgroupParent}`));
 
@@ -243,7 +246,6 @@ test('the agent puts its rules in the nft backend, where Docker\'s chains are: n
   assert.equal(report.protected, true);
   assert.equal(report.backend, 'nft');
   assert.match(report.findings.find((f) => f.kind === 'backend')?.message ?? '', /Docker's nat chains are in the nft backend/);
-  const parent = l.cgroupParent.replace(/[.]/g, '\\.');
   for (const tool of ['iptables-nft-save', 'ip6tables-nft-save'] as const) {
     const nat = await natOfLab(l, tool);
     assert.ok(nat.includes(JUMP_LINE), `${tool}: no nat jump\n${nat}`);
@@ -265,9 +267,34 @@ for (const network of LAB_NETWORKS) {
   });
 }
 
-test('the Swarm task puts the host-network chain (IMDS-GUARD-OUT, parent rule) in OUTPUT and the boot script', { skip: SWARM_HOST_NET_GAP }, () => {});
+test('the Swarm task, without the host\'s pid namespace, puts the host-network chain (IMDS-GUARD-OUT, the parent rule with the parent\'s inode) in OUTPUT and the boot script, and finds its own container\'s cgroup by id', { skip }, async () => {
+  const l = theLab();
+  const mount = cgroup2Mount();
+  assert.ok(mount, 'no cgroup2 hierarchy on this machine');
+  const parent = l.cgroupParent.replace(/[.]/g, '\\.');
+  const inode = statSync(join(mount, l.cgroupParent)).ino;
+  for (const tool of ['iptables-nft-save', 'ip6tables-nft-save'] as const) {
+    const filter = await natOfLab(l, tool, 'filter');
+    assert.ok(filter.includes(`-A OUTPUT ${JUMP_COMMENT} -j IMDS-GUARD-OUT`), `${tool}: no host-network jump\n${filter}`);
+    assert.match(filter, new RegExp(`^-A IMDS-GUARD-OUT -d \\S+ -p tcp -m tcp --dport 80 -m cgroup --path "?${parent}"? -m comment --comment "imds-guard:[0-9a-f]{12} cgino=${inode}" -j REJECT --reject-with tcp-reset$`, 'm'), `${tool}: no parent rule for ${l.cgroupParent} (inode ${inode})\n${filter}`);
+  }
+  const boot = readFileSync(join(localD, 'imds-guard.start'), 'utf8');
+  assert.match(boot, /^-I OUTPUT 1 .*-j IMDS-GUARD-OUT$/m, 'the boot script has no jump to IMDS-GUARD-OUT');
+  assert.match(boot, new RegExp(`^-A IMDS-GUARD-OUT -d 169\\.254\\.169\\.254/32 -p tcp -m tcp --dport 80 -m cgroup --path ${parent} .*-j REJECT --reject-with tcp-reset$`, 'm'), boot);
 
-test('with the service running, a host-network container is refused the endpoint and a host process is not', { skip: skip || SWARM_HOST_NET_GAP }, async () => {
+  // The task's pids are its own namespace's; Docker's pid of the task is not one of them.
+  const dockerPid = (await l.docker(['inspect', agent, '--format', '{{.State.Pid}}'])).stdout.trim();
+  const seen = await l.docker(['exec', agent, 'sh', '-c', `grep ^0:: /proc/self/cgroup; readlink /proc/1/ns/pid; [ -e /proc/${dockerPid}/cgroup ] && cat /proc/${dockerPid}/cgroup | grep ^0:: || echo no-pid`]);
+  assert.equal(seen.code, 0, seen.stderr);
+  assert.notEqual(seen.stdout.split('\n')[2], `0::${l.cgroupParent}/${agent}`, `the task sees Docker's pid ${dockerPid} as itself: it has the host's pid namespace\n${seen.stdout}`);
+  const audit = await l.docker(['exec', agent, 'node', '/opt/imds-guard/dist/cli.js', 'audit', '--format', 'json']);
+  const report = JSON.parse(audit.stdout) as { protected: boolean; hostContainers: { id: string; cgroup: string | null; coverage: string; reason: string }[] };
+  assert.equal(report.protected, true, audit.stdout);
+  const self = report.hostContainers.find((c) => c.id === agent);
+  assert.deepEqual([self?.coverage, self?.cgroup], ['parent-rule', `${l.cgroupParent}/${agent}`], JSON.stringify(report.hostContainers));
+});
+
+test('with the service running, a host-network container is refused the endpoint and a host process is not', { skip }, async () => {
   const host = await theLab().probeHost();
   assert.equal(host.gotCredentials, false, host.output);
   assert.equal(host.refused, true, host.output);

@@ -1,21 +1,29 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
+  CGROUP2_SUPER_MAGIC,
   type CgroupPath,
   type Coverage,
   type HostCoverageInput,
   type HostNetContainer,
+  cgroup2MountRoot,
   cgroup2MountPoint,
   cgroupComment,
   cgroupMatchArgs,
   cgroupPathProblem,
   cgroupRuleReadBack,
+  containerCgroupCandidates,
   hostContainerCoverage,
   isUnder,
+  mountRootProblem,
+  namesContainer,
   parseCgroupComment,
   parseProcCgroup,
+  pickContainerCgroup,
   readCgroupPath,
+  slicePath,
   toCgroupPath,
+  v2HierarchyUnder,
 } from '../../src/core/cgroup.js';
 
 const path = (p: string): CgroupPath => {
@@ -88,6 +96,35 @@ test('cgroup2MountPoint: a pure v1 host has none', () => {
 
 test('cgroup2MountPoint: a bind mount of a subtree does not count', () => {
   assert.equal(cgroup2MountPoint('50 24 0:26 /docker/abc /sys/fs/cgroup ro,relatime - cgroup2 cgroup2 rw\n'), null);
+});
+
+// What the lab showed, dockerd 20.10 on this hybrid host, the host's /sys/fs/cgroup bind-mounted at /host/sys/fs/cgroup.
+const BOUND_HOST_NS = '109 89 0:28 / /host/sys/fs/cgroup ro,relatime - tmpfs tmpfs rw,mode=755\n119 109 0:38 / /host/sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n';
+const BOUND_PRIVATE_NS = '109 89 0:28 / /host/sys/fs/cgroup ro,relatime - tmpfs tmpfs rw,mode=755\n119 109 0:38 /../.. /host/sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n';
+
+test('cgroup2MountRoot: the root field of the cgroup2 mount at a point, as the reader\'s cgroup namespace sees it', () => {
+  assert.equal(cgroup2MountRoot(BOUND_HOST_NS, '/host/sys/fs/cgroup/unified'), '/');
+  assert.equal(cgroup2MountRoot(BOUND_PRIVATE_NS, '/host/sys/fs/cgroup/unified'), '/../..');
+  assert.equal(cgroup2MountRoot(BOUND_HOST_NS, '/host/sys/fs/cgroup'), null, 'a tmpfs is not a cgroup2 mount');
+  assert.equal(cgroup2MountRoot(BOUND_HOST_NS, '/sys/fs/cgroup/unified'), null);
+  assert.equal(cgroup2MountRoot(`${BOUND_HOST_NS}130 109 0:38 /docker /host/sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n`, '/host/sys/fs/cgroup/unified'), '/docker', 'the last mount hides the others');
+  assert.equal(cgroup2MountRoot('41 31 0:38 /.. /sys/fs/cgroup/un\\040ified rw - cgroup2 cgroup2 rw\n', '/sys/fs/cgroup/un ified'), '/..', 'escapes decoded');
+});
+
+describe('mountRootProblem: can our rules name the cgroups of this mount?', () => {
+  const P = '/host/sys/fs/cgroup/unified';
+  test("the hierarchy's root seen from our namespace: yes", () => assert.equal(mountRootProblem(P, '/'), null));
+  for (const root of ['/..', '/../..']) {
+    test(`a root of ${root} (a private cgroup namespace): no, with the fix`, () => {
+      const p = mountRootProblem(P, root) ?? '';
+      assert.match(p, new RegExp(`^the agent is in a private cgroup namespace \\(the cgroup2 mount at ${P} shows its root as ${root.replaceAll('.', '\\.')}, above the root of ours\\)`));
+      assert.match(p, /"default-cgroupns-mode": "host"/);
+      assert.match(p, /systemd or OpenRC service/);
+    });
+  }
+  test('a subtree: no', () => assert.match(mountRootProblem(P, '/docker') ?? '', /is of the subtree \/docker, not of the hierarchy's root/));
+  test('a name like .. that is not a .. segment is a subtree', () => assert.match(mountRootProblem(P, '/..x') ?? '', /subtree/));
+  test('no mount there (a symlink, a copy): no', () => assert.match(mountRootProblem(P, null) ?? '', /no cgroup2 mount at \/host\/sys\/fs\/cgroup\/unified/));
 });
 
 test('cgroup2MountPoint: the standard place wins over another mount, and escapes are decoded', () => {
@@ -195,6 +232,7 @@ const input = (o: Partial<HostCoverageInput> = {}): HostCoverageInput => ({
   exemptNames: [],
   cgroupMatch: true,
   cgroupV2: true,
+  hierarchyProblem: null,
   ...o,
 });
 const one = (o: Partial<HostCoverageInput>) => {
@@ -216,6 +254,8 @@ const coverageCases: readonly [string, Partial<HostCoverageInput>, Coverage, Reg
   ['a configured name with a leading / exempts too', { exemptNames: ['/monitor'] }, 'exempt', /exemptions/],
   ['exemption holds on a host that could not cover it anyway', { cgroupV2: false, exemptNames: ['monitor'] }, 'exempt', /exemptions/],
   ['a pure cgroup v1 host cannot cover it', { cgroupV2: false }, 'not-coverable', /no cgroup v2 hierarchy/],
+  ['a hierarchy our rules cannot name cannot cover it, and the reason is the problem found', { hierarchyProblem: 'the agent is in a private cgroup namespace' }, 'not-coverable', /^the agent is in a private cgroup namespace$/],
+  ['exemption holds in a private cgroup namespace too', { hierarchyProblem: 'private', exemptNames: ['monitor'] }, 'exempt', /exemptions/],
   ['without the cgroup match it cannot be covered', { cgroupMatch: false }, 'not-coverable', /lacks the cgroup path match/],
   ['no 0:: line (a v1-only view) cannot be covered, and says so', { containers: [container({ cgroup: parseProcCgroup('4:memory:/docker/x\n') })] }, 'not-coverable', /no cgroup v2 \(0::\) line/],
   ['an unreadable cgroup cannot be covered', { containers: [container({ cgroup: null })] }, 'not-coverable', /could not be read/],
@@ -272,5 +312,97 @@ describe('cgroupRuleReadBack: a cgroup rule of ours read back proves the match',
   test('no rule, or none with the match: not proven (the probe runs)', () => {
     assert.equal(cgroupRuleReadBack(obs([])), null);
     assert.equal(cgroupRuleReadBack(obs(['-d 169.254.169.254/32 -p tcp -j REJECT'], false)), null);
+  });
+});
+
+// ---------------------------------------------------------------- the host's tree mounted elsewhere
+
+const TMPFS = 0x01021994;
+describe('v2HierarchyUnder: where the v2 hierarchy is in a mounted copy of /sys/fs/cgroup, by filesystem type', () => {
+  const cases: readonly [string, { root: number | null; unified: number | null }, string | null, RegExp | null][] = [
+    ['a pure v2 host: the root is the cgroup2 mount', { root: CGROUP2_SUPER_MAGIC, unified: null }, '/host/sys/fs/cgroup', null],
+    ['a hybrid host: a tmpfs with cgroup2 at unified', { root: TMPFS, unified: CGROUP2_SUPER_MAGIC }, '/host/sys/fs/cgroup/unified', null],
+    ['a v1-only host: neither is cgroup2', { root: TMPFS, unified: null }, null, /neither \/host\/sys\/fs\/cgroup nor \/host\/sys\/fs\/cgroup\/unified is a cgroup2 mount/],
+    ['nothing mounted there', { root: null, unified: null }, null, /cannot be read: mount the host's \/sys\/fs\/cgroup there/],
+  ];
+  for (const [what, types, path, problem] of cases) {
+    test(what, () => {
+      const r = v2HierarchyUnder('/host/sys/fs/cgroup', types);
+      assert.equal(r.path, path);
+      if (problem === null) assert.equal(r.problem, null);
+      else assert.match(r.problem ?? '', problem);
+    });
+  }
+  test('a trailing slash on the root does not double', () => assert.equal(v2HierarchyUnder('/h/', { root: TMPFS, unified: CGROUP2_SUPER_MAGIC }).path, '/h/unified'));
+});
+
+// ---------------------------------------------------------------- a container's cgroup by its id
+
+describe('slicePath: a systemd slice unit as its cgroup path', () => {
+  const cases: readonly [string, string | null][] = [
+    ['system.slice', '/system.slice'],
+    ['docker.slice', '/docker.slice'],
+    ['docker-ci.slice', '/docker.slice/docker-ci.slice'],
+    ['a-b-c.slice', '/a.slice/a-b.slice/a-b-c.slice'],
+    ['-.slice', '/'],
+    ['docker', null],
+    ['docker.scope', null],
+    ['-docker.slice', null],
+    ['docker-.slice', null],
+    ['a--b.slice', null],
+    ['/docker.slice', null],
+    ['a b.slice', null],
+    ['.slice', null],
+  ];
+  for (const [unit, path] of cases) test(`${JSON.stringify(unit)} -> ${String(path)}`, () => assert.equal(slicePath(unit), path));
+});
+
+describe('containerCgroupCandidates: where Docker puts a container by its id', () => {
+  const base = { id: ID, driver: 'cgroupfs', containerParent: '', daemonParent: null } as const;
+  const cases: readonly [string, Partial<Parameters<typeof containerCgroupCandidates>[0]>, string[]][] = [
+    ['cgroupfs, no parent anywhere: /docker/<id>', {}, [`/docker/${ID}`]],
+    ["cgroupfs with the daemon's cgroup-parent as configured here", { daemonParent: '/imdsg-swarm' }, [`/imdsg-swarm/${ID}`]],
+    ["cgroupfs with the container's own --cgroup-parent, which wins", { daemonParent: '/imdsg-swarm', containerParent: '/custom' }, [`/custom/${ID}`]],
+    ['cgroupfs with a relative --cgroup-parent: tried at the root', { containerParent: 'custom' }, [`/custom/${ID}`]],
+    ['cgroupfs with a trailing slash', { containerParent: '/custom/' }, [`/custom/${ID}`]],
+    ['systemd, no slice anywhere: system.slice', { driver: 'systemd' }, [`/system.slice/docker-${ID}.scope`]],
+    ["systemd with the daemon's parent configured here (a path)", { driver: 'systemd', daemonParent: '/docker.slice' }, [`/docker.slice/docker-${ID}.scope`]],
+    ["systemd with the container's own slice, nested by its dashes", { driver: 'systemd', daemonParent: '/docker.slice', containerParent: 'ci-runners.slice' }, [`/ci.slice/ci-runners.slice/docker-${ID}.scope`]],
+    ['systemd with the root slice', { driver: 'systemd', containerParent: '-.slice' }, [`/docker-${ID}.scope`]],
+    ['systemd with a parent that is not a slice: none', { driver: 'systemd', containerParent: '/custom' }, []],
+    ['a driver Docker did not name: both', { driver: null }, [`/docker/${ID}`, `/system.slice/docker-${ID}.scope`]],
+    ['an id that is not 64 hex digits: none', { id: ID.slice(0, 12) }, []],
+    ['an id with a path in it: none', { id: `../${ID.slice(3)}` }, []],
+    ['a parent that is not a canonical cgroup path: none', { containerParent: '/x/../y' }, []],
+    ['a parent with a character a rule must not hold: none', { containerParent: '/x"y' }, []],
+  ];
+  for (const [what, o, expected] of cases) test(what, () => assert.deepEqual(containerCgroupCandidates({ ...base, ...o }), expected));
+});
+
+describe('pickContainerCgroup: the pid when it is the container, else the cgroup found by id', () => {
+  const mine = readCgroupPath(`/imdsg-swarm/${ID}`);
+  const nested = readCgroupPath(`/docker/${ID}/init.scope`);
+  const stranger = readCgroupPath('/imdsg-swarm/aaaa');
+  const found = path(`/imdsg-swarm/${ID}`);
+  test('namesContainer: a segment holding the id, not a prefix elsewhere; never for a short id', () => {
+    assert.equal(namesContainer(path(`/docker/${ID}`), ID), true);
+    assert.equal(namesContainer(path(`/system.slice/docker-${ID}.scope`), ID), true);
+    assert.equal(namesContainer(path(`/docker/${ID}/init.scope`), ID), true);
+    assert.equal(namesContainer(path('/docker/other'), ID), false);
+    assert.equal(namesContainer(path('/docker/abc'), 'abc'), false);
+  });
+  test('a pid whose cgroup names the container is taken, even inside it', () => {
+    assert.deepEqual(pickContainerCgroup(ID, mine, null), mine);
+    assert.deepEqual(pickContainerCgroup(ID, nested, found), nested);
+  });
+  test("a pid that is someone else's here (another pid namespace) loses to the cgroup found by id", () => {
+    assert.deepEqual(pickContainerCgroup(ID, stranger, found), { ok: true, path: found });
+    assert.deepEqual(pickContainerCgroup(ID, null, found), { ok: true, path: found });
+    assert.deepEqual(pickContainerCgroup(ID, parseProcCgroup('0::/../x\n'), found), { ok: true, path: found });
+  });
+  test('nothing found by id: what the pid gave, problem or nothing included', () => {
+    assert.deepEqual(pickContainerCgroup(ID, stranger, null), stranger);
+    assert.equal(pickContainerCgroup(ID, null, null), null);
+    assert.equal(pickContainerCgroup(ID, parseProcCgroup('0::/../x\n'), null)?.ok, false);
   });
 });

@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { toCgroupPath } from '../../src/core/cgroup.js';
+import { CGROUP2_SUPER_MAGIC, toCgroupPath } from '../../src/core/cgroup.js';
 import { CommandError } from '../../src/errors.js';
 import { createCgroups } from '../../src/shell/cgroups.js';
 import type { ProcessResult, RunProcess } from '../../src/shell/exec.js';
@@ -70,13 +70,91 @@ test('hasCgroupMatch: the legacy lock held is an error, not a missing match', as
   await assert.rejects(port.hasCgroupMatch('ipv4', 'legacy'), (e) => e instanceof CommandError && e.code === 'lock-held');
 });
 
-test('v2Root reads mountinfo; a pure v1 host has none, and then no inode and no directory', async () => {
+test('hierarchy reads mountinfo; a pure v1 host has none, and then no inode and no directory', async () => {
   const { run } = recorder({});
   const v1 = createCgroups(run, { lockWaitSeconds: 5, proc: fakeProc({ 'self/mountinfo': '32 31 0:29 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n' }) });
-  assert.equal(await v1.v2Root(), null);
+  const h = await v1.hierarchy();
+  assert.equal(h.root, null);
+  assert.match(h.problem ?? '', /no cgroup v2 hierarchy \(cgroup v1 only\)/);
   assert.equal(await v1.inode(toCgroupPath('/docker')!), null);
   assert.equal(await v1.ensureDir(toCgroupPath('/docker')!), false);
 });
+
+test('hierarchy: a cgroup2 mount of cgroups above our namespace root (/..) is a private cgroup namespace, not a v1 host', async () => {
+  const { run } = recorder({});
+  const port = createCgroups(run, { lockWaitSeconds: 5, proc: fakeProc({ 'self/mountinfo': '41 31 0:38 /.. /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n' }) });
+  const h = await port.hierarchy();
+  assert.equal(h.root, null);
+  assert.match(h.problem ?? '', /^the agent is in a private cgroup namespace \(the cgroup2 mount at \/sys\/fs\/cgroup\/unified shows its root as \/\.\., above the root of ours\)/);
+});
+
+// ---------------------------------------------------------------- a configured root (the host's tree in a container)
+
+const TMPFS_MAGIC = 0x01021994;
+
+/** A stand-in for statfs over a stand-in for the host's /sys/fs/cgroup (fakeProc): the type of each directory named. */
+const typesOf = (root: string, types: Record<string, number | null>) => {
+  const asked: string[] = [];
+  const fsType = async (p: string): Promise<number | null> => {
+    asked.push(p);
+    const rel = p === root ? '.' : p.slice(root.length + 1);
+    return types[rel] ?? null;
+  };
+  return { fsType, asked };
+};
+/** mountinfo with a cgroup2 mount at `point` whose root field is `root`. */
+const mountedAt = (point: string, root: string): string => `119 109 0:38 ${root} ${point} rw,relatime - cgroup2 cgroup2 rw\n`;
+
+test('hierarchy under a configured root on a hybrid host: root/unified, told by its filesystem type, its mount at the root of our namespace', async () => {
+  const { run } = recorder({});
+  const root = fakeProc({ 'unified/docker/.keep': '' });
+  const { fsType, asked } = typesOf(root, { '.': TMPFS_MAGIC, unified: CGROUP2_SUPER_MAGIC });
+  const port = createCgroups(run, { lockWaitSeconds: 5, root: `${root}/`, fsType, proc: fakeProc({ 'self/mountinfo': mountedAt(join(root, 'unified'), '/') }) });
+  assert.deepEqual(await port.hierarchy(), { root: join(root, 'unified'), problem: null });
+  assert.notEqual(await port.inode(toCgroupPath('/docker')!), null, 'paths are looked up under root/unified');
+  await port.hierarchy();
+  assert.equal(asked.length, 2, 'looked at once');
+});
+
+test('hierarchy under a configured root on a pure v2 host: the root itself', async () => {
+  const { run } = recorder({});
+  const root = fakeProc({});
+  const { fsType } = typesOf(root, { '.': CGROUP2_SUPER_MAGIC, unified: null });
+  const port = createCgroups(run, { lockWaitSeconds: 5, root, fsType, proc: fakeProc({ 'self/mountinfo': mountedAt(root, '/') }) });
+  assert.deepEqual(await port.hierarchy(), { root, problem: null });
+});
+
+const unusable: readonly [string, (root: string) => string, RegExp][] = [
+  ['seen from a private cgroup namespace (/../..)', (root) => mountedAt(join(root, 'unified'), '/../..'), /^the agent is in a private cgroup namespace .*default-cgroupns-mode/],
+  ['a bind mount of a subtree', (root) => mountedAt(join(root, 'unified'), '/docker'), /subtree \/docker/],
+  ['not in mountinfo at all (a copy, a link)', () => '', /no cgroup2 mount at/],
+];
+for (const [what, mountinfo, problem] of unusable) {
+  test(`hierarchy under a configured root ${what}: found, but our rules could not name its cgroups`, async () => {
+    const { run } = recorder({});
+    const root = fakeProc({});
+    const { fsType } = typesOf(root, { '.': TMPFS_MAGIC, unified: CGROUP2_SUPER_MAGIC });
+    const h = await createCgroups(run, { lockWaitSeconds: 5, root, fsType, proc: fakeProc({ 'self/mountinfo': mountinfo(root) }) }).hierarchy();
+    assert.equal(h.root, join(root, 'unified'));
+    assert.match(h.problem ?? '', problem);
+  });
+}
+
+const missingRoots: readonly [string, Record<string, number | null>, RegExp][] = [
+  ['not mounted at all', {}, /cannot be read: mount the host's \/sys\/fs\/cgroup there/],
+  ['a v1-only tree', { '.': TMPFS_MAGIC }, /neither .* nor .*unified is a cgroup2 mount/],
+];
+for (const [what, types, problem] of missingRoots) {
+  test(`hierarchy under a configured root that is ${what}: none, and why`, async () => {
+    const { run } = recorder({});
+    const root = fakeProc({});
+    const port = createCgroups(run, { lockWaitSeconds: 5, root, fsType: typesOf(root, types).fsType, proc: fakeProc({}) });
+    const h = await port.hierarchy();
+    assert.equal(h.root, null);
+    assert.match(h.problem ?? '', problem);
+    assert.equal(await port.inode(toCgroupPath('/docker')!), null);
+  });
+}
 
 test('cgroupOfPid parses /proc/<pid>/cgroup, and a gone or nonsensical pid is null', async () => {
   const { run } = recorder({});

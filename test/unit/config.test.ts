@@ -44,6 +44,7 @@ describe('resolveConfig layers', () => {
       hostNetwork: true,
       hostNetworkExempt: [],
       cgroupParent: 'auto',
+      cgroupRoot: null,
       target: { kind: 'redirect', port: 1 },
       bootScript: 'auto',
       bootScriptDir: '/etc/local.d',
@@ -271,6 +272,11 @@ describe('host-network and not-coverable settings', () => {
   for (const [parent, why] of notCanonical) {
     test(`cgroupParent ${parent} is refused: it ${why}`, () => refuses(flags({ cgroupParent: parent }), `command line: cgroupParent ${JSON.stringify(parent)} ${why}`));
   }
+  test('cgroupRoot, the host\'s cgroup tree mounted into a container, comes from IMDS_GUARD_CGROUP_ROOT and must be absolute', () => {
+    assert.equal(resolveConfig(layers({}, { IMDS_GUARD_CGROUP_ROOT: '/host/sys/fs/cgroup' }, {})).cgroupRoot, '/host/sys/fs/cgroup');
+    refuses(layers({}, { IMDS_GUARD_CGROUP_ROOT: 'host/sys/fs/cgroup' }, {}), 'environment: cgroupRoot "host/sys/fs/cgroup" must be an absolute path without newlines');
+    refuses(flags({ cgroupRoot: '/host\nx' }), 'command line: cgroupRoot "/host\\nx" must be an absolute path without newlines');
+  });
   test('cgroupParent / is refused: a rule for the root cgroup would take the metadata from the host itself', () => {
     refuses(flags({ cgroupParent: '/' }), 'command line: cgroupParent "/" is the root cgroup: a rule for it would match the host\'s own processes too');
   });

@@ -11,7 +11,7 @@ function gatedDocker() {
   const calls: { resolve(unsubscribe: () => void): void; reject(e: Error): void }[] = [];
   const docker: DockerPort = {
     facts: () => Promise.reject(new Error('not used')),
-    containerPid: () => Promise.reject(new Error('not used')),
+    containerState: () => Promise.reject(new Error('not used')),
     watchNetworks: () => new Promise((resolve, reject) => calls.push({ resolve, reject })),
   };
   return { docker, calls };

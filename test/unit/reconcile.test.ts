@@ -42,7 +42,7 @@ function fakePorts(host: FakeHost): { ports: Ports; rec: Recorder } {
   let restores = 0;
   const cgroups = host.cgroups ?? new Map<string, number>();
   const cg: CgroupPort = {
-    v2Root: async () => '/sys/fs/cgroup/unified',
+    hierarchy: async () => ({ root: '/sys/fs/cgroup/unified', problem: null }),
     inode: async (path) => cgroups.get(path) ?? null,
     ensureDir: async (path) => {
       rec.calls.push(`mkdir ${path}`);
@@ -57,7 +57,7 @@ function fakePorts(host: FakeHost): { ports: Ports; rec: Recorder } {
       ? null
       : {
           facts: async () => ({ networks: [], containers: host.docker!.containers, cgroupDriver: host.docker!.driver, cgroupVersion: '2' }),
-          containerPid: async (id) => host.docker!.containers.find((c) => c.id === id)?.pid ?? 0,
+          containerState: async (id) => ({ pid: host.docker!.containers.find((c) => c.id === id)?.pid ?? 0, cgroupParent: '' }),
           watchNetworks: async () => () => {},
         };
   const ports: Ports = {
@@ -210,5 +210,38 @@ describe('reconcile and host-network containers', () => {
     const filter = rec.payloads.find((p) => p.includes('IMDS-GUARD-OUT'))!;
     assert.match(filter, new RegExp(`-m cgroup --path ${scope.replaceAll('.', '\\.')} -m comment --comment "imds-guard:[0-9a-f]{12} cgino=900"`));
     assert.match(r.findings.find((x) => x.kind === 'host-container')!.message, /covered by a rule of its own/);
+  });
+
+  test("without the host's pid namespace (a Swarm task) a container's cgroup is found by its id: the parent it is under, or its own --cgroup-parent", async () => {
+    const outside = { ...HOST_CONTAINER, id: 'c'.repeat(64), name: 'custom' };
+    const own = `/custom/${outside.id}`;
+    const { ports } = fakePorts({
+      saves: { ipv4: EMPTY_SAVE, ipv6: EMPTY_SAVE },
+      docker: { containers: [HOST_CONTAINER, outside], driver: 'cgroupfs' },
+      cgroups: new Map([['/imdsg-swarm', 500], [`/imdsg-swarm/${HOST_CONTAINER.id}`, 501], [own, 502]]),
+    });
+    // Docker's pids are another namespace's: here they are gone, or someone else.
+    ports.cgroups.cgroupOfPid = async () => null;
+    ports.docker!.containerState = async (id) => ({ pid: 4242, cgroupParent: id === outside.id ? '/custom' : '' });
+    const r = await reconcile({ ...C, docker: true, bootScript: 'never', cgroupParent: '/imdsg-swarm' }, ports);
+    assert.deepEqual(r.hostNet!.containers.map((c) => [c.name, c.coverage, c.cgroup]), [['node-exporter', 'parent-rule', `/imdsg-swarm/${HOST_CONTAINER.id}`], ['custom', 'own-rule', own]]);
+    assert.deepEqual(r.hostNet!.inodes.get(outside.id), 502);
+  });
+
+  test('from a private cgroup namespace no cgroup rule is wanted: the filter transaction carries the FORWARD backstop alone, and the containers are exposed, with the fix', async () => {
+    const { ports, rec } = fakePorts({ saves: { ipv4: EMPTY_SAVE, ipv6: EMPTY_SAVE }, docker: { containers: [HOST_CONTAINER], driver: 'cgroupfs' }, cgroups: new Map([['/docker', 272]]) });
+    const problem = 'the agent is in a private cgroup namespace (...): run the agent in the host\'s cgroup namespace';
+    ports.cgroups.hierarchy = async () => ({ root: '/host/sys/fs/cgroup/unified', problem });
+    let probed = 0;
+    ports.capabilities.cgroupMatch = async () => (probed++, { available: true, why: 'test' });
+    const r = await reconcile({ ...C, docker: true, bootScript: 'never' }, ports);
+    assert.deepEqual(rec.calls.filter((c) => c.startsWith('restore')), ['restore ipv4 nft nat', 'restore ipv4 nft filter', 'restore ipv6 nft nat', 'restore ipv6 nft filter']);
+    const filters = rec.payloads.filter((p) => p.startsWith('*filter'));
+    assert.ok(filters.every((p) => p.includes('IMDS-GUARD-FWD') && !p.includes('IMDS-GUARD-OUT') && !p.includes('-m cgroup')), filters.join('\n'));
+    assert.ok(!rec.calls.some((c) => c.startsWith('mkdir')));
+    assert.equal(probed, 0, 'no match probe: nothing could use it');
+    const f = r.findings.find((x) => x.kind === 'host-container-exposed')!;
+    assert.equal(f.message, `host-network container node-exporter is exposed: ${problem}`);
+    assert.equal(r.hostNet!.containers[0]!.reason, problem);
   });
 });
