@@ -14,7 +14,7 @@ RUN npm run build
 
 FROM ${NODE_IMAGE}
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iptables conntrack util-linux \
+ && apt-get install -y --no-install-recommends iptables nftables conntrack util-linux \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/imds-guard
 # dist/ is self-contained: scripts/build.mjs bundles the dependencies.

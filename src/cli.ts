@@ -116,7 +116,7 @@ export function buildProgram(): Command {
       // A converged host is confirmed from the deciding chains; anything else gets a full read.
       const result = await asOneWriter(config, { verb: 'apply', version: VERSION }, log, async () => {
         const cheap = await cheapBackend(config, ports);
-        return reconcile(config, ports, cheap === null ? {} : { cheap: { backend: cheap } });
+        return reconcile(config, ports, cheap === null ? {} : { cheap: { backend: cheap, native: true } });
       });
       print(cmd.opts<{ format: string }>().format === 'json' ? JSON.stringify(summarizeApply(config, result, true), null, 2) : summarizeApply(config, result, false).text);
       const unprotected = config.mode === 'report' ? hasDrift(result.findings) || result.findings.some(needsOperator) : result.findings.some(needsOperator);

@@ -35,8 +35,9 @@ const RETRY_AFTER_ERROR_MS = 2_000;
 const CONTAINER_ACTIONS = new Set(['start', 'die', 'destroy']);
 // How often a converged agent still reads every table (the other backend, raw) in full.
 const FULL_READ_EVERY_MS = 10 * 60_000;
-// Wake-ups after which the next pass reads everything.
-const FULL_REASONS = new Set(['start', 'reload', 'docker-connected', 'retry']);
+// Wake-ups after which the next pass reads everything. netfilter-native: a change that
+// may be in someone's native nftables table, which only a full read looks at.
+const FULL_REASONS = new Set(['start', 'reload', 'docker-connected', 'retry', 'netfilter-native']);
 
 interface Running {
   config: Config;

@@ -4,6 +4,8 @@ import type { DockerFacts } from '../core/docker-facts.js';
 import type { Backend, Family } from '../core/family.js';
 import { DECIDING, WHOLE_BY_DEFAULT, type WholeTables, chainsOfTableListing } from '../core/deciding-reads.js';
 import { BOOT_SCRIPT_NAME } from '../core/names.js';
+import type { NativeNftRead } from '../core/nft-bypass.js';
+import { parseNftListing, parseNftRuleset } from '../core/nft-ruleset.js';
 import type { FamilyObservation, Observation, TableRead } from '../core/plan.js';
 import { type SavedTable, type TableName, emptyTable, parseListing, parseSave } from '../core/saved-table.js';
 import { CommandError, describeError } from '../errors.js';
@@ -12,7 +14,8 @@ import type { Ports } from './ports.js';
 /**
  * Reads the actual state once: one iptables-save per family and backend that can hold
  * rules (all tables in one process; the legacy tables only when /proc says they exist),
- * what Docker says, the boot script and OpenRC's runlevel.
+ * what Docker says, the boot script and OpenRC's runlevel, and the native nftables tables
+ * (readNativeNft).
  */
 export async function observe(config: Config, ports: Ports): Promise<Observation> {
   const { iptables } = ports;
@@ -36,7 +39,7 @@ export async function observe(config: Config, ports: Ports): Promise<Observation
     }
   };
   const override = config.backend === 'auto' ? null : config.backend;
-  const [nft4, legacy4, nft6, legacy6, present6, docker, bootFile, bootDirExists, localServiceEnabled] = await Promise.all([
+  const [nft4, legacy4, nft6, legacy6, present6, docker, bootFile, bootDirExists, localServiceEnabled, nft] = await Promise.all([
     read('ipv4', 'nft'),
     readIfLoaded('ipv4', 'legacy').catch(() => null),
     read('ipv6', 'nft'),
@@ -46,6 +49,7 @@ export async function observe(config: Config, ports: Ports): Promise<Observation
     ports.files.read(`${config.bootScriptDir}/${BOOT_SCRIPT_NAME}`),
     ports.files.exists(config.bootScriptDir),
     localService(config, ports),
+    readNativeNft(ports),
   ]);
   const natOf = (r: TableRead): SavedTable | null => (r.ok ? (r.tables.get('nat') ?? emptyTable('nat')) : null);
   const backend = chooseBackend(override, natOf(nft4), legacy4?.get('nat') ?? null);
@@ -56,7 +60,27 @@ export async function observe(config: Config, ports: Ports): Promise<Observation
       ? { present, ours: nft, other: legacy }
       : { present, ours: await legacyRead(f, legacy), other: nft.ok ? nft.tables : null };
   const [ipv4, ipv6] = await Promise.all([family('ipv4', true, nft4, legacy4), family('ipv6', present6, nft6, legacy6)]);
-  return { backend, families: { ipv4, ipv6 }, docker: docker.facts, dockerReachable: docker.reachable, bootScript: { dirExists: bootDirExists, file: bootFile }, localServiceEnabled };
+  return { backend, families: { ipv4, ipv6 }, docker: docker.facts, dockerReachable: docker.reachable, bootScript: { dirExists: bootDirExists, file: bootFile }, localServiceEnabled, nft };
+}
+
+/**
+ * The native nftables tables, whatever the backend (a chain of any nf_tables table hooked
+ * before dstnat runs before legacy iptables' nat too): one small `nft -j list tables`, and
+ * the whole ruleset (JSON to judge, text for evidence) only when some table is not
+ * iptables-nft's. Never throws: what could not be read is said in the result.
+ */
+export async function readNativeNft(ports: Ports): Promise<NativeNftRead> {
+  try {
+    const tables = parseNftRuleset(await ports.nft.tables());
+    if (typeof tables === 'string') return { ok: false, missing: false, why: tables };
+    if (tables.tables.length === 0) return { ok: true, ruleset: tables, listing: new Map() };
+    const [json, text] = await Promise.all([ports.nft.rulesetJson(), ports.nft.rulesetText()]);
+    const ruleset = parseNftRuleset(json);
+    if (typeof ruleset === 'string') return { ok: false, missing: false, why: ruleset };
+    return { ok: true, ruleset, listing: parseNftListing(text) };
+  } catch (e) {
+    return { ok: false, missing: e instanceof CommandError && e.code === 'command-missing', why: describeError(e) };
+  }
 }
 
 async function dockerFacts(config: Config, ports: Ports): Promise<{ facts: DockerFacts | null; reachable: boolean | null }> {
@@ -81,9 +105,11 @@ async function localService(config: Config, ports: Ports): Promise<boolean | nul
  * backend the last full read chose (`iptables -S CHAIN`, which under nft costs a fraction
  * of a full save on a table with thousands of foreign rules), and not the other backend
  * (read by every full pass: at start and every few minutes). A pass over it may only conclude "still converged"; anything else is decided
- * by a full read (see reconcile).
+ * by a full read (see reconcile). The native nftables tables are read only with `native`
+ * (a one-shot apply, which must not call a host protected that audit fails); the agent
+ * reads them in its full reads, and a change in a native table wakes one (netfilter-watch).
  */
-export async function observeDeciding(config: Config, ports: Ports, backend: Backend, whole: WholeTables = WHOLE_BY_DEFAULT): Promise<Observation> {
+export async function observeDeciding(config: Config, ports: Ports, backend: Backend, whole: WholeTables = WHOLE_BY_DEFAULT, native = false): Promise<Observation> {
   const { iptables } = ports;
   const family = async (f: Family, present: boolean): Promise<FamilyObservation> => {
     if (!present) return { present, ours: { ok: false, why: `no ${f}` }, other: null };
@@ -101,13 +127,14 @@ export async function observeDeciding(config: Config, ports: Ports, backend: Bac
     );
     return { present, ours: { ok: true, tables }, other: null };
   };
-  const [present6, docker, bootFile, bootDirExists, localServiceEnabled] = await Promise.all([
+  const [present6, docker, bootFile, bootDirExists, localServiceEnabled, nft] = await Promise.all([
     iptables.familyPresent('ipv6'),
     dockerFacts(config, ports),
     ports.files.read(`${config.bootScriptDir}/${BOOT_SCRIPT_NAME}`),
     ports.files.exists(config.bootScriptDir),
     localService(config, ports),
+    native ? readNativeNft(ports) : undefined,
   ]);
   const [ipv4, ipv6] = await Promise.all([family('ipv4', true), family('ipv6', present6)]);
-  return { backend: { backend, reason: `${backend}, as the last full read found` }, families: { ipv4, ipv6 }, docker: docker.facts, dockerReachable: docker.reachable, bootScript: { dirExists: bootDirExists, file: bootFile }, localServiceEnabled };
+  return { backend: { backend, reason: `${backend}, as the last full read found` }, families: { ipv4, ipv6 }, docker: docker.facts, dockerReachable: docker.reachable, bootScript: { dirExists: bootDirExists, file: bootFile }, localServiceEnabled, ...(nft === undefined ? {} : { nft }) };
 }

@@ -39,6 +39,8 @@ export interface ReconcileOptions {
     readonly backend: Backend;
     /** Tables to list whole per family, in one process each (core/deciding-reads); default WHOLE_BY_DEFAULT. */
     readonly whole?: WholeTables;
+    /** Also read the native nftables tables (a one-shot apply; the agent reads them in its full reads). */
+    readonly native?: boolean;
   };
   /** Families whose connections to the endpoints must still be cut (a cut that failed in an earlier pass). */
   readonly cutPending?: readonly Family[];
@@ -55,7 +57,7 @@ export async function reconcile(config: Config, ports: Ports, opts: ReconcileOpt
   const spec = guardSpecOf(config);
   const policy = planPolicyOf(config);
   if (opts.cheap !== undefined) {
-    const cheap = await passOver(await observeDeciding(config, ports, opts.cheap.backend, opts.cheap.whole), config, ports, spec, policy, opts.waitForDocker);
+    const cheap = await passOver(await observeDeciding(config, ports, opts.cheap.backend, opts.cheap.whole, opts.cheap.native), config, ports, spec, policy, opts.waitForDocker);
     // Only "nothing to do, nothing wrong" is decided from the deciding chains alone.
     if (cheap.converged && !cheap.findings.some(isFailure)) return { ...cheap, restores: 0, repaired: false, reads: 'deciding', cutPending: await cutConnections(config, ports, new Set(opts.cutPending)) };
   }

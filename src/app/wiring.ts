@@ -7,6 +7,7 @@ import { files } from '../shell/files.js';
 import { createCgroups } from '../shell/cgroups.js';
 import type { CgroupMatchProbe } from '../shell/cgroups.js';
 import { createIptables } from '../shell/iptables.js';
+import { createNft } from '../shell/nft.js';
 import type { Ports } from './ports.js';
 
 /** The real adapters, for the CLI. */
@@ -29,6 +30,7 @@ export async function realPorts(config: Config, log: Logger): Promise<Ports> {
       },
     },
     iptables: createIptables(runProcess, { lockWaitSeconds: config.lockWaitSeconds }),
+    nft: createNft(runProcess),
     files,
     conntrack: createConntrack(runProcess),
     docker: config.docker ? await createDocker(config.dockerHost) : null,

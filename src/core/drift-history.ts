@@ -42,7 +42,7 @@ export function recordPass(h: DriftHistory, findings: readonly Finding[], repair
 export function splitFirstInstall(findings: readonly Finding[]): { drift: Finding[]; install: Finding[] } {
   const where = (f: Finding): string => `${f.family ?? ''}/${f.backend ?? ''}/${f.chain ?? ''}`;
   const fresh = new Set(findings.filter((f) => f.kind === 'chain-missing').map(where));
-  const chains = new Set(findings.filter((f) => f.chain !== undefined && f.family !== undefined && f.kind !== 'other-backend' && f.table !== 'raw').map(where));
+  const chains = new Set(findings.filter((f) => f.chain !== undefined && f.family !== undefined && f.kind !== 'other-backend' && f.kind !== 'bypass-nft' && f.table !== 'raw').map(where));
   const nothingAnywhere = chains.size > 0 && [...chains].every((c) => fresh.has(c));
   const isInstall = (f: Finding): boolean =>
     // A boot restores the parent rule without an inode; the first pass records the new one.

@@ -18,6 +18,8 @@ export type DriftKind =
   | 'other-backend-undermining'
   /** Traffic to an endpoint is exempted from connection tracking, so it never meets a nat rule. */
   | 'bypass-notrack'
+  /** A native nftables chain (someone else's table) that untracks endpoint traffic before our nat rule, or does its own dnat for it first. */
+  | 'bypass-nft'
   | 'other-backend'
   /** A nat table of a family the host has could not be read: nothing about it was checked. */
   | 'table-unreadable'
@@ -98,7 +100,7 @@ export const CHECK = {
   otherBackend: 'IG-303',
   otherBackendUndermining: 'IG-304',
   bypass: 'IG-305',
-  // IG-306 is kept for the native nftables bypasses (a base chain of another table before dstnat).
+  nftBypass: 'IG-306',
   contest: 'IG-307',
   bootScript: 'IG-401',
   localService: 'IG-402',
@@ -141,8 +143,9 @@ export function findingKey(f: Finding): string {
 }
 
 // Failures a pass cannot repair: they need the operator (or are beyond the host's reach).
-// A NOTRACK rule in raw is someone else's rule in a table imds-guard never writes.
-const OPERATOR = new Set<Finding['kind']>(['network-not-coverable', 'allowed-docker-bridge', 'table-unreadable', 'other-backend-undermining', 'bypass-notrack', 'host-container-exposed']);
+// A NOTRACK rule in raw, or a native nftables chain, is someone else's rule in a table
+// imds-guard never writes.
+const OPERATOR = new Set<Finding['kind']>(['network-not-coverable', 'allowed-docker-bridge', 'table-unreadable', 'other-backend-undermining', 'bypass-notrack', 'bypass-nft', 'host-container-exposed']);
 
 /** A failure `apply` cannot repair, so `apply` exits 1 even in enforce mode. */
 export function needsOperator(f: Finding): boolean {

@@ -102,6 +102,16 @@ export function isRelevantChange(c: NetfilterChange): boolean {
   return WATCHED_CHAINS.has(c.chain) || c.chain.startsWith(NAT_CHAIN);
 }
 
+/**
+ * Whether a change may be in a native nftables table (not one iptables-nft makes): the
+ * agent's cheap read does not look there, so such a wake-up asks for a full read. A line
+ * the monitor could not place may be anywhere, so it counts.
+ */
+export function isNativeChange(c: NetfilterChange): boolean {
+  if (c.family === 'other') return false;
+  return c.table === null || c.family === null || !XTABLES_TABLES.has(c.table);
+}
+
 /** The change a monitor line reports when it is one the pass runner should wake for, else null. */
 export function classifyMonitorLine(line: string, tool: MonitorTool = 'xtables-monitor'): NetfilterChange | null {
   const c = tool === 'nft-monitor' ? parseNftMonitorLine(line) : parseMonitorLine(line);

@@ -8,6 +8,7 @@ import type { DockerFacts } from './docker-facts.js';
 import { type Backend, type Family, FAMILIES, otherBackend } from './family.js';
 import { CHECK, type Finding } from './findings.js';
 import { BOOT_SCRIPT_NAME, NAT_CHAIN, isOwnedChain } from './names.js';
+import { type NativeNftRead, nftBypassFindings } from './nft-bypass.js';
 import { canIntercept, matchesEndpoint } from './reach.js';
 import { renderRemoval, renderTableRestore } from './restore-payload.js';
 import { ruleTarget } from './rule.js';
@@ -35,6 +36,8 @@ export interface Observation {
   readonly bootScript: { readonly dirExists: boolean; readonly file: BootScriptFile | null };
   /** Whether OpenRC's `local` service is in the default runlevel; null on a host without OpenRC. */
   readonly localServiceEnabled: boolean | null;
+  /** The native nftables tables (not iptables-nft's); absent when this read did not look (the agent's cheap read). */
+  readonly nft?: NativeNftRead;
 }
 
 /** What the configuration decides for a pass beyond the rules themselves. */
@@ -96,6 +99,8 @@ export function planReconcile(desired: Readonly<Record<Family, DesiredFamily>>, 
     awaitingDocker.push(...f.awaitingDocker);
     if (f.holds) written.push(desired[family]);
   }
+  const natEndpoints = FAMILIES.filter((f) => obs.families[f].present).flatMap((f) => desired[f].chains.filter((c) => c.chain === NAT_CHAIN).flatMap(endpointsOf));
+  findings.push(...nftBypassFindings(natEndpoints, obs.nft, backend));
   const networks = obs.docker === null ? { views: [], findings: [] } : networkFindings(obs.docker.networks, policy.allow, policy.notCoverable);
   findings.push(...networks.findings);
   if (obs.dockerReachable === false) {

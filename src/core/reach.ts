@@ -124,7 +124,8 @@ function maskLength(mask: string): number | null {
   return /^1*0*$/.test(s) ? s.indexOf('0') === -1 ? 32 : s.indexOf('0') : null;
 }
 
-function toBigInt(ip: string): bigint {
+/** An IPv4 or IPv6 address (as isIP accepts it) as one number, to compare and order addresses. */
+export function toBigInt(ip: string): bigint {
   if (isIP(ip) === 4) return ip.split('.').reduce((acc, o) => (acc << 8n) + BigInt(Number(o)), 0n);
   const [head = '', tail] = ip.split('::');
   const h = head === '' ? [] : head.split(':');

@@ -110,6 +110,7 @@ export const spawnLines: SpawnLines = (file, args, handlers) => {
 };
 
 function packageOf(file: string): string {
+  if (file === 'nft') return 'nftables';
   if (file.includes('tables')) return 'iptables';
   return file;
 }

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { Backend } from '../core/family.js';
-import { type MonitorTool, classifyMonitorLine, parseMonitorLine, parseNftMonitorLine } from '../core/netfilter-event.js';
+import { type MonitorTool, classifyMonitorLine, isNativeChange, parseMonitorLine, parseNftMonitorLine } from '../core/netfilter-event.js';
 import { type Clock, type Timer, realClock } from './clock.js';
 import type { LineChild, LineExit, SpawnLines } from './exec.js';
 
@@ -14,7 +14,11 @@ export interface MonitorBackoff {
 export const DEFAULT_MONITOR_BACKOFF: MonitorBackoff = { initialMs: 500, maxMs: 30_000, healthyAfterMs: 10_000 };
 
 export interface NetfilterWatchOptions {
-  /** Called for every change that can have undone protection; the pass runner coalesces them. */
+  /**
+   * Called for every change that can have undone protection; the pass runner coalesces
+   * them. The reason is `netfilter-native` for a change that may be in a native nftables
+   * table (the agent then reads everything, nft included), else `netfilter-change`.
+   */
   onChange(reason: string): void;
   /** The backend our rules are in. Only nf_tables reports changes as they happen. */
   readonly backend: Backend;
@@ -79,8 +83,12 @@ export function watchNetfilter(spawn: SpawnLines, log: WatchLog, opts: Netfilter
     if ((tool === 'nft-monitor' ? parseNftMonitorLine(text) : parseMonitorLine(text)) !== null) reported = true;
     const change = classifyMonitorLine(text, tool);
     if (change === null) return;
-    log.debug({ event: 'netfilter-change', table: change.table, chain: change.chain, family: change.family }, 'netfilter changed');
-    opts.onChange('netfilter-change');
+    // Only nft monitor runs where nft is installed: without nft no read can look at a native
+    // table, so xtables-monitor's lines (which cannot place a native rule, nor the partial
+    // line it leaves when it dies on one of our IPv6 rules) ask for no full read.
+    const native = tool === 'nft-monitor' && isNativeChange(change);
+    log.debug({ event: 'netfilter-change', table: change.table, chain: change.chain, family: change.family, native }, 'netfilter changed');
+    opts.onChange(native ? 'netfilter-native' : 'netfilter-change');
   };
 
   const onExit = (e: LineExit): void => {

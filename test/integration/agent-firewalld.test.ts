@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { type BareAgent, startBareAgent } from '../helpers/bare-agent.js';
-import { JUMP_LINE, ensureBuilt } from '../helpers/cli.js';
+import { CLI, JUMP_LINE, ensureBuilt } from '../helpers/cli.js';
 import { type FirewalldLab, firewalldLab, until } from '../helpers/firewalld.js';
 import { createNetns } from '../helpers/netns.js';
 
@@ -46,4 +46,11 @@ test('a flushed legacy chain is repaired when firewalld reloads, not an hour lat
   const repaired = await agent.waitFor('a repair after the reload', (l) => l.event === 'repaired', { from });
   assert.deepEqual(repaired.reasons, ['firewalld-reloaded']);
   assert.ok(protectedNow(), legacyNat());
+});
+
+test("firewalld's own nftables table (inet firewalld, hooked at prerouting before dstnat) is read by the native audit and is no bypass", () => {
+  assert.match(ns.check('nft', ['list', 'tables']), /^table inet firewalld$/m, 'firewalld runs with its nftables backend');
+  const r = ns.run(process.execPath, [CLI, 'audit', '--format', 'json', '--no-docker', '--backend', 'legacy', '--boot-script', 'never']);
+  const report = JSON.parse(r.stdout) as { findings: { id: string; kind: string }[] };
+  assert.deepEqual(report.findings.filter((f) => f.id === 'IG-306'), [], r.stdout);
 });

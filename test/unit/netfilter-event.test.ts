@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { type NetfilterChange, classifyMonitorLine, parseMonitorLine, parseNftMonitorLine } from '../../src/core/netfilter-event.js';
+import { type NetfilterChange, classifyMonitorLine, isNativeChange, parseMonitorLine, parseNftMonitorLine } from '../../src/core/netfilter-event.js';
 
 // Lines captured from `stdbuf -oL xtables-monitor --event` (iptables 1.8.9, Debian 12) in a
 // throwaway namespace while iptables-nft, ip6tables-nft, iptables-nft-restore, ebtables-nft,
@@ -106,4 +106,18 @@ test('every captured nft monitor line is parsed to the table, chain and family i
 
 test('the partial line xtables-monitor leaves when it dies on an IPv6 rule counts as a change somewhere', () => {
   assert.deepEqual(classifyMonitorLine(' EVENT: -6 -t nat '), { table: null, chain: null, family: null });
+});
+
+test("a change in a table iptables-nft does not make (any inet table, an ip or ip6 table of another name), or one the monitor cannot place, may be in a native table; iptables-nft's own and arp/bridge/netdev are not", () => {
+  const native = (line: string): boolean | null => {
+    const c = parseNftMonitorLine(line);
+    return c === null ? null : isNativeChange(c);
+  };
+  assert.equal(native('add rule inet evil pre ip daddr 169.254.169.254 notrack'), true);
+  assert.equal(native('add table inet nat'), true);
+  assert.equal(native('add chain ip6 six pre { type filter hook prerouting priority -200; policy accept; }'), true);
+  assert.equal(native('add rule ip nat PREROUTING counter packets 0 bytes 0 jump IMDS-GUARD'), false);
+  assert.equal(native('delete rule ip6 raw PREROUTING handle 4'), false);
+  assert.equal(native('add rule netdev n ingress drop'), false);
+  assert.equal(native('something nft prints that we do not know'), true);
 });

@@ -48,6 +48,20 @@ test('nft monitor is the first choice, and a relevant change wakes the runner wh
   w.stop();
 });
 
+test("a change in a native nftables table (not iptables-nft's) wakes the runner with netfilter-native, so the agent's next pass reads the native tables", () => {
+  const { spawn, children } = fakeSpawn();
+  const reasons: string[] = [];
+  const w = watchNetfilter(spawn, recordingLog().log, { backend: 'nft', onChange: (r) => reasons.push(r), clock: fakeClock() });
+  children[0]!.handlers.line('add table inet evil');
+  children[0]!.handlers.line('add chain inet evil pre { type filter hook prerouting priority raw; policy accept; }');
+  children[0]!.handlers.line('add rule inet evil pre ip daddr 169.254.169.254 notrack');
+  children[0]!.handlers.line('add rule ip6 six pre ip6 daddr fd00::/8 notrack');
+  children[0]!.handlers.line('add rule ip nat PREROUTING ip daddr 169.254.169.254 accept');
+  children[0]!.handlers.line('add rule bridge b pre notrack');
+  assert.deepEqual(reasons, ['netfilter-native', 'netfilter-native', 'netfilter-native', 'netfilter-native', 'netfilter-change']);
+  w.stop();
+});
+
 test('without nft, xtables-monitor runs line-buffered through stdbuf and its lines are read as its own', () => {
   const { spawn, children } = fakeSpawn();
   const reasons: string[] = [];

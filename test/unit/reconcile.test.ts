@@ -31,6 +31,8 @@ interface FakeHost {
   docker?: { containers: DockerContainer[]; driver: string | null };
   /** cgroup path -> inode; ensureDir adds one. */
   cgroups?: Map<string, number>;
+  /** `nft -j list ruleset` (also what `nft -j list tables` answers) and `nft -a list ruleset`; default: no native table. */
+  nft?: { json: string; text: string } | Error;
 }
 
 /**
@@ -79,6 +81,11 @@ function fakePorts(host: FakeHost): { ports: Ports; rec: Recorder } {
       legacyLoaded: async () => false,
       familyPresent: async () => true,
     },
+    nft: {
+      tables: async () => nftOut(host, 'json', rec),
+      rulesetJson: async () => nftOut(host, 'json', rec),
+      rulesetText: async () => nftOut(host, 'text', rec),
+    },
     files: {
       read: async () => null,
       exists: async () => false,
@@ -100,8 +107,16 @@ function fakePorts(host: FakeHost): { ports: Ports; rec: Recorder } {
   return { ports, rec };
 }
 
+const NO_NATIVE_TABLES = '{"nftables": [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}}]}';
+
+function nftOut(host: FakeHost, form: 'json' | 'text', rec: Recorder): string {
+  rec.calls.push(`nft ${form}`);
+  if (host.nft instanceof Error) throw host.nft;
+  return host.nft === undefined ? (form === 'json' ? NO_NATIVE_TABLES : '') : host.nft[form];
+}
+
 /** The calls with each run of saves shown as one "observe": the order of saves inside a pass is not behaviour. */
-const trace = (calls: readonly string[]): string[] => calls.map((c) => (c.startsWith('save ') ? 'observe' : c)).filter((c, i, all) => c !== 'observe' || all[i - 1] !== 'observe');
+const trace = (calls: readonly string[]): string[] => calls.map((c) => (c.startsWith('save ') || c.startsWith('nft ') ? 'observe' : c)).filter((c, i, all) => c !== 'observe' || all[i - 1] !== 'observe');
 
 const C: Config = config({ backend: 'nft', bootScript: 'always', bootScriptDir: '/tmp/igt-never-written', docker: false });
 const WANT = desiredOf(C);
