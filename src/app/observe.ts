@@ -4,8 +4,8 @@ import type { DockerFacts } from '../core/docker-facts.js';
 import type { Backend, Family } from '../core/family.js';
 import { DECIDING, WHOLE_BY_DEFAULT, type WholeTables, chainsOfTableListing } from '../core/deciding-reads.js';
 import { BOOT_SCRIPT_NAME } from '../core/names.js';
-import type { NativeNftRead } from '../core/nft-bypass.js';
-import { parseNftListing, parseNftRuleset } from '../core/nft-ruleset.js';
+import { type NativeNftRead, isPlainNftName, tablesToRead } from '../core/nft-bypass.js';
+import { type NftRuleset, joinRulesets, parseNftListing, parseNftRuleset, tablePart } from '../core/nft-ruleset.js';
 import type { FamilyObservation, Observation, TableRead } from '../core/plan.js';
 import { type SavedTable, type TableName, emptyTable, parseListing, parseSave } from '../core/saved-table.js';
 import { CommandError, describeError } from '../errors.js';
@@ -65,22 +65,46 @@ export async function observe(config: Config, ports: Ports): Promise<Observation
 
 /**
  * The native nftables tables, whatever the backend (a chain of any nf_tables table hooked
- * before dstnat runs before legacy iptables' nat too): one small `nft -j list tables`, and
- * the whole ruleset (JSON to judge, text for evidence) only when some table is not
- * iptables-nft's. Never throws: what could not be read is said in the result.
+ * before dstnat runs before legacy iptables' nat too): `nft -j list chains` (a few ms: no
+ * rules), then, only for a table with a base chain that could get around our nat rule
+ * (usually none; firewalld's is one), that table's rules (JSON to judge, text for
+ * evidence). A table whose name nft would not read as one word is read with the whole
+ * ruleset instead. Never throws: what could not be read is said in the result; a table
+ * that went between the two reads is read again once.
  */
 export async function readNativeNft(ports: Ports): Promise<NativeNftRead> {
   try {
-    const tables = parseNftRuleset(await ports.nft.tables());
-    if (typeof tables === 'string') return { ok: false, missing: false, why: tables };
-    if (tables.tables.length === 0) return { ok: true, ruleset: tables, listing: new Map() };
-    const [json, text] = await Promise.all([ports.nft.rulesetJson(), ports.nft.rulesetText()]);
-    const ruleset = parseNftRuleset(json);
-    if (typeof ruleset === 'string') return { ok: false, missing: false, why: ruleset };
-    return { ok: true, ruleset, listing: parseNftListing(text) };
-  } catch (e) {
-    return { ok: false, missing: e instanceof CommandError && e.code === 'command-missing', why: describeError(e) };
+    return await nativeOnce(ports);
+  } catch {
+    try {
+      return await nativeOnce(ports);
+    } catch (e) {
+      return { ok: false, missing: e instanceof CommandError && e.code === 'command-missing', why: describeError(e) };
+    }
   }
+}
+
+async function nativeOnce(ports: Ports): Promise<NativeNftRead> {
+  const parsed = (text: string): NftRuleset => {
+    const r = parseNftRuleset(text);
+    if (typeof r === 'string') throw new Error(r);
+    return r;
+  };
+  const chains = parsed(await ports.nft.chains());
+  const tables = tablesToRead(chains.chains);
+  if (tables.length === 0) return { ok: true, ruleset: chains, listing: new Map() };
+  if (!tables.every((t) => isPlainNftName(t.name))) {
+    const [json, text] = await Promise.all([ports.nft.rulesetJson(), ports.nft.rulesetText()]);
+    const all = parsed(json);
+    return { ok: true, ruleset: joinRulesets(tables.map((t) => tablePart(all, t.family, t.name))), listing: parseNftListing(text) };
+  }
+  const parts = await Promise.all(
+    tables.map(async (t) => {
+      const [json, text] = await Promise.all([ports.nft.tableJson(t.family, t.name), ports.nft.tableText(t.family, t.name)]);
+      return { ruleset: tablePart(parsed(json), t.family, t.name), listing: parseNftListing(text) };
+    }),
+  );
+  return { ok: true, ruleset: joinRulesets(parts.map((p) => p.ruleset)), listing: new Map(parts.flatMap((p) => [...p.listing])) };
 }
 
 async function dockerFacts(config: Config, ports: Ports): Promise<{ facts: DockerFacts | null; reachable: boolean | null }> {
@@ -127,14 +151,15 @@ export async function observeDeciding(config: Config, ports: Ports, backend: Bac
     );
     return { present, ours: { ok: true, tables }, other: null };
   };
-  const [present6, docker, bootFile, bootDirExists, localServiceEnabled, nft] = await Promise.all([
-    iptables.familyPresent('ipv6'),
+  // Every read at once: the listings do not wait for Docker, nor nft for the listings.
+  const [ipv4, ipv6, docker, bootFile, bootDirExists, localServiceEnabled, nft] = await Promise.all([
+    family('ipv4', true),
+    iptables.familyPresent('ipv6').then((present6) => family('ipv6', present6)),
     dockerFacts(config, ports),
     ports.files.read(`${config.bootScriptDir}/${BOOT_SCRIPT_NAME}`),
     ports.files.exists(config.bootScriptDir),
     localService(config, ports),
     native ? readNativeNft(ports) : undefined,
   ]);
-  const [ipv4, ipv6] = await Promise.all([family('ipv4', true), family('ipv6', present6)]);
   return { backend: { backend, reason: `${backend}, as the last full read found` }, families: { ipv4, ipv6 }, docker: docker.facts, dockerReachable: docker.reachable, bootScript: { dirExists: bootDirExists, file: bootFile }, localServiceEnabled, ...(nft === undefined ? {} : { nft }) };
 }

@@ -92,10 +92,7 @@ function findHits(rs: NftRuleset, endpoints: readonly Endpoint[]): Hit[] {
   }
   const hits: Hit[] = [];
   for (const base of rs.chains) {
-    if (base.base === null || base.base.hook !== 'prerouting') continue;
-    const wants: Action[] = [];
-    if (base.base.prio < DSTNAT) wants.push('notrack');
-    if (base.base.type === 'nat' && base.base.prio <= DSTNAT) wants.push('dnat', 'redirect');
+    const wants = bypassActions(base);
     if (wants.length === 0) continue;
     for (const e of endpoints) {
       if (!familySees(base.family, e)) continue;
@@ -114,6 +111,33 @@ function findHits(rs: NftRuleset, endpoints: readonly Endpoint[]): Hit[] {
     }
   }
   return hits;
+}
+
+/** What a chain could do to get around our nat rule: only a base chain at prerouting, run before or with dstnat, can. */
+function bypassActions(c: NftChain): Action[] {
+  if (c.base === null || c.base.hook !== 'prerouting') return [];
+  const wants: Action[] = [];
+  if (c.base.prio < DSTNAT) wants.push('notrack');
+  if (c.base.type === 'nat' && c.base.prio <= DSTNAT) wants.push('dnat', 'redirect');
+  return wants;
+}
+
+/**
+ * The native tables whose rules the audit must read, judged from their chains alone
+ * (`nft -j list chains`, which costs a few milliseconds where listing tables or the
+ * ruleset costs a fetch of every rule, iptables-nft's included): those with a base
+ * chain that could get around our nat rule. Jumps never leave a table, so no other
+ * table's rules can matter.
+ */
+export function tablesToRead(chains: readonly NftChain[]): { readonly family: NftChain['family']; readonly name: string }[] {
+  const out = new Map<string, { family: NftChain['family']; name: string }>();
+  for (const c of chains) if (bypassActions(c).length > 0) out.set(`${c.family} ${c.table}`, { family: c.family, name: c.table });
+  return [...out.values()];
+}
+
+/** Whether nft reads `name` as one plain identifier: nft joins its arguments into one command, so only such a name may be passed. */
+export function isPlainNftName(name: string): boolean {
+  return NFT_NAME.test(name);
 }
 
 function finding(h: Hit, listing: ReadonlyMap<string, string>): Finding {

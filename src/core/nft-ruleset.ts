@@ -134,6 +134,20 @@ export function parseNftRuleset(text: string): NftRuleset | string {
   return { tables, chains, rules, sets };
 }
 
+/**
+ * One table's part of a listing (`nft -j list table F T` prints that table only; what
+ * else it holds is dropped, not trusted), the parts of several tables joined: the tables,
+ * chains, rules and sets of `list ruleset` restricted to those tables.
+ */
+export function tablePart(rs: NftRuleset, family: string, name: string): NftRuleset {
+  const mine = (x: { family: string; table: string }): boolean => x.family === family && x.table === name;
+  return { tables: rs.tables.filter((t) => t.family === family && t.name === name), chains: rs.chains.filter(mine), rules: rs.rules.filter(mine), sets: rs.sets.filter(mine) };
+}
+
+export function joinRulesets(parts: readonly NftRuleset[]): NftRuleset {
+  return { tables: parts.flatMap((p) => p.tables), chains: parts.flatMap((p) => p.chains), rules: parts.flatMap((p) => p.rules), sets: parts.flatMap((p) => p.sets) };
+}
+
 /** The key of one rule in a listing: family, table, chain and handle. */
 export function ruleKey(family: string, table: string, chain: string, handle: number): string {
   return [family, table, chain, String(handle)].join('\u0000');

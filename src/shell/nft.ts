@@ -1,13 +1,21 @@
 import { CommandError } from '../errors.js';
 import { type RunProcess, firstLine } from './exec.js';
 
-/** The native nftables ruleset, read through `nft` (nftables); argument arrays only, no names from the ruleset. */
+/**
+ * The native nftables ruleset, read through `nft` (nftables), argument arrays only. nft
+ * joins its arguments into one command, so a table name is passed only when the caller
+ * checked it is a plain identifier (core/nft-bypass isPlainNftName).
+ */
 export interface NftPort {
-  /** `nft -j list tables`: one small process, to see whether any table is not iptables-nft's. */
-  tables(): Promise<string>;
-  /** `nft -j list ruleset`. */
+  /** `nft -j list chains`: every chain with its hook and priority, no rules; a few ms whatever the ruleset's size. */
+  chains(): Promise<string>;
+  /** `nft -j list table FAMILY NAME`. */
+  tableJson(family: string, name: string): Promise<string>;
+  /** `nft -a list table FAMILY NAME`: the text form with handles, for evidence. */
+  tableText(family: string, name: string): Promise<string>;
+  /** `nft -j list ruleset`, for a table whose name cannot be passed. */
   rulesetJson(): Promise<string>;
-  /** `nft -a list ruleset`: the text form with handles, for evidence. */
+  /** `nft -a list ruleset`. */
   rulesetText(): Promise<string>;
 }
 
@@ -22,7 +30,9 @@ export function createNft(run: RunProcess): NftPort {
     throw new CommandError(`nft ${args.join(' ')} failed (exit ${r.code}): ${firstLine(r.stderr)}`, 'command-failed', 'nft', r.stderr);
   };
   return {
-    tables: () => nft(['-j', 'list', 'tables']),
+    chains: () => nft(['-j', 'list', 'chains']),
+    tableJson: (family, name) => nft(['-j', 'list', 'table', family, name]),
+    tableText: (family, name) => nft(['-a', 'list', 'table', family, name]),
     rulesetJson: () => nft(['-j', 'list', 'ruleset']),
     rulesetText: () => nft(['-a', 'list', 'ruleset']),
   };

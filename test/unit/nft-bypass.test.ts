@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { type Endpoint, parseEndpoint } from '../../src/core/endpoint.js';
 import { isDrift, isFailure, needsOperator } from '../../src/core/findings.js';
-import { type NativeNftRead, deleteRuleCommand, nftBypassFindings } from '../../src/core/nft-bypass.js';
-import { type NftRuleset, isXtablesTable, parseNftListing, parseNftRuleset, ruleKey } from '../../src/core/nft-ruleset.js';
+import { type NativeNftRead, deleteRuleCommand, isPlainNftName, nftBypassFindings, tablesToRead } from '../../src/core/nft-bypass.js';
+import { type NftRuleset, isXtablesTable, joinRulesets, parseNftListing, parseNftRuleset, ruleKey, tablePart } from '../../src/core/nft-ruleset.js';
 import { planReconcile } from '../../src/core/plan.js';
 import { config, desiredOf, freshSave, observation, policyOf, protectedSave, readable } from './support.js';
 
@@ -50,9 +50,33 @@ describe('parseNftRuleset', () => {
     assert.equal(isXtablesTable('ip6', 'mangle'), true);
   });
 
-  test('the tables listing alone says whether any native table exists', () => {
-    assert.equal((parseNftRuleset(fixture('hostile.tables.json')) as NftRuleset).tables.length, 4);
-    assert.equal((parseNftRuleset('{"nftables": [{"metainfo": {"json_schema_version": 1}}, {"table": {"family": "ip", "name": "nat", "handle": 1}}]}') as NftRuleset).tables.length, 0);
+  test('the chains listing alone says which native tables must be read: those with a base chain at prerouting before dstnat, or a nat one with it', () => {
+    const chains = (name: string) => (parseNftRuleset(fixture(`${name}.chains.json`)) as NftRuleset).chains;
+    const names = (name: string) => tablesToRead(chains(name)).map((t) => `${t.family} ${t.name}`);
+    assert.deepEqual(names('hostile'), ['inet evil', 'ip other', 'ip6 six', 'inet maps']);
+    // harmless: its prerouting chain at -300 may hold a bypass (its rules decide), the others cannot.
+    assert.deepEqual(names('harmless'), ['inet harmless']);
+    const only = (json: string) => tablesToRead((parseNftRuleset(json) as NftRuleset).chains).map((t) => `${t.family} ${t.name}`);
+    const doc = (chain: object) => `{"nftables": [{"metainfo": {"json_schema_version": 1}}, {"chain": ${JSON.stringify(chain)}}]}`;
+    assert.deepEqual(only(doc({ family: 'ip', table: 'nat', name: 'PREROUTING', type: 'nat', hook: 'prerouting', prio: -100 })), [], "iptables-nft's own");
+    assert.deepEqual(only(doc({ family: 'inet', table: 't', name: 'c', type: 'filter', hook: 'prerouting', prio: -100 })), [], 'a filter chain at dstnat runs with it, after conntrack');
+    assert.deepEqual(only(doc({ family: 'inet', table: 't', name: 'c', type: 'nat', hook: 'prerouting', prio: -100 })), ['inet t'], 'a nat chain at dstnat may bind first');
+    assert.deepEqual(only(doc({ family: 'inet', table: 't', name: 'c', type: 'filter', hook: 'input', prio: -300 })), []);
+    assert.deepEqual(only(doc({ family: 'inet', table: 't', name: 'c' })), [], 'a regular chain hooks nothing');
+    assert.deepEqual(only(doc({ family: 'netdev', table: 't', name: 'c', type: 'filter', hook: 'ingress', prio: -500 })), []);
+  });
+
+  test('one table\'s part of a listing keeps only that table (whatever else nft printed), and parts join', () => {
+    const all = parseNftRuleset(fixture('hostile.ruleset.json')) as NftRuleset;
+    const evil = tablePart(all, 'inet', 'evil');
+    assert.deepEqual(evil.tables, [{ family: 'inet', name: 'evil' }]);
+    assert.ok(evil.rules.length > 0 && evil.rules.every((r) => r.family === 'inet' && r.table === 'evil'));
+    assert.ok(evil.sets.every((x) => x.table === 'evil'));
+    const joined = joinRulesets([evil, tablePart(all, 'ip', 'other')]);
+    assert.deepEqual(joined.tables.map((t) => t.name), ['evil', 'other']);
+    assert.equal(hits(DEFAULT, { ok: true, ruleset: joined, listing: new Map() }).length, hits(DEFAULT, { ok: true, ruleset: evil, listing: new Map() }).length + hits(DEFAULT, { ok: true, ruleset: tablePart(all, 'ip', 'other'), listing: new Map() }).length);
+    assert.ok(isPlainNftName('firewalld') && isPlainNftName('my-table.v2'));
+    assert.ok(!isPlainNftName('a b') && !isPlainNftName('x;flush ruleset') && !isPlainNftName('') && !isPlainNftName('9lives'));
   });
 
   test('what is not the document we know is a reason, not a ruleset (the audit fails closed on it)', () => {

@@ -31,7 +31,7 @@ interface FakeHost {
   docker?: { containers: DockerContainer[]; driver: string | null };
   /** cgroup path -> inode; ensureDir adds one. */
   cgroups?: Map<string, number>;
-  /** `nft -j list ruleset` (also what `nft -j list tables` answers) and `nft -a list ruleset`; default: no native table. */
+  /** What every nft listing answers (the whole ruleset, in JSON and as text; readNativeNft keeps each table's part); default: no native table. */
   nft?: { json: string; text: string } | Error;
 }
 
@@ -82,7 +82,9 @@ function fakePorts(host: FakeHost): { ports: Ports; rec: Recorder } {
       familyPresent: async () => true,
     },
     nft: {
-      tables: async () => nftOut(host, 'json', rec),
+      chains: async () => nftOut(host, 'json', rec),
+      tableJson: async () => nftOut(host, 'json', rec),
+      tableText: async () => nftOut(host, 'text', rec),
       rulesetJson: async () => nftOut(host, 'json', rec),
       rulesetText: async () => nftOut(host, 'text', rec),
     },
