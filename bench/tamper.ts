@@ -10,7 +10,7 @@ import { renderTable } from './table.js';
 /**
  * Issue "hostile neighbours": how long a tampered nat table stays open with the agent
  * running (nft backend, the headline table, no Docker, the default 30 s drift schedule).
- * Three tampers: our chain flushed, our PREROUTING jump deleted, an ACCEPT for the
+ * Three tampers, taking turns: our chain flushed, our PREROUTING jump deleted, an ACCEPT for the
  * endpoint inserted above the jump. The time is from the tampering command's exit to the
  * first poll (every POLL_MS, `iptables-nft -t nat -S` of PREROUTING and our chain) that
  * shows both as they were when converged; whatever wakes the agent (the drift schedule,
@@ -24,6 +24,11 @@ const POLL_MS = 20;
 const CAPPED_TO_STOP = 3;
 const CHAIN = 'IMDS-GUARD';
 const TARGET_MS = 1000;
+// The fight: how many identical tampers in a row, the wait before it (so the turns above
+// have left no backoff behind: no repair for two intervals), and its longer cap.
+const FIGHT_ROUNDS = 7;
+const FIGHT_QUIET_MS = 2_000;
+const FIGHT_CAP_MS = 8_000;
 
 type Kind = 'flush-chain' | 'delete-jump' | 'accept-above-jump';
 const KINDS: readonly Kind[] = ['flush-chain', 'delete-jump', 'accept-above-jump'];
@@ -44,6 +49,8 @@ export interface TamperResult {
   readonly capMs: number;
   readonly schedule: string;
   readonly kinds: readonly KindResult[];
+  /** The same tamper again as soon as it was repaired: ms until each repair (null: over FIGHT_CAP_MS). */
+  readonly fight: readonly (number | null)[];
 }
 
 interface Listing {
@@ -113,41 +120,54 @@ async function runTamper(ctx: BenchContext): Promise<TamperResult> {
     const saved = mustSucceed('save of the converged nat table', await lab.save('ipv4')).stdout;
     const agent = await startNetnsAgent({ cli: ctx.cli, ns: lab.ns, dir, cgroupParent: cgroup.path });
     const kinds: KindResult[] = [];
+    const fight: (number | null)[] = [];
     try {
       await sleep(1_000);
-      for (const kind of KINDS) {
-        ctx.progress(`tamper: ${kind}, up to ${ctx.args.tamperRuns} times (cap ${capMs} ms)`);
-        const samples: (number | null)[] = [];
-        const wokenBy: Record<string, number> = {};
-        let stoppedEarly = false;
-        for (let i = 0; i < ctx.args.tamperRuns; i++) {
+      // The kinds take turns, so consecutive repairs differ: each sample is one tamper, as
+      // an operator's mistake or an attacker's single step is. The same tamper again and
+      // again is a fight, which the agent meets with a backoff (measured after this).
+      const state = new Map(KINDS.map((k) => [k, { samples: [] as (number | null)[], wokenBy: {} as Record<string, number>, stoppedEarly: false }]));
+      ctx.progress(`tamper: ${KINDS.join(', ')} in turn, up to ${ctx.args.tamperRuns} times each (cap ${capMs} ms)`);
+      for (let i = 0; i < ctx.args.tamperRuns; i++) {
+        for (const kind of KINDS) {
+          const k = state.get(kind)!;
+          if (k.stoppedEarly) continue;
           const from = agent.mark();
           await tamper(lab, kind, converged);
           const ms = await waitProtected(lab, converged, capMs);
-          samples.push(ms === null ? null : round(ms));
+          k.samples.push(ms === null ? null : round(ms));
           if (ms === null) {
             // Put it back by hand (the whole nat table replaced by its converged copy).
             mustSucceed('restore of the converged nat table', await lab.ns.run('iptables-nft-restore', ['-w', '5'], { input: saved }));
-            const capped = samples.filter((x) => x === null).length;
-            if ((samples.length >= CAPPED_TO_STOP && capped === samples.length) || capped > ctx.args.tamperRuns / 2) {
-              stoppedEarly = true;
-              break;
-            }
+            const capped = k.samples.filter((x) => x === null).length;
+            if ((k.samples.length >= CAPPED_TO_STOP && capped === k.samples.length) || capped > ctx.args.tamperRuns / 2) k.stoppedEarly = true;
           } else {
             const repair = await agent.waitFor('the repairing pass', (l: LogLine) => l.event === 'repaired', { from, timeoutMs: 5_000 }).catch(() => null);
-            for (const r of Array.isArray(repair?.reasons) ? (repair.reasons as unknown[]) : ['(no repaired line)']) wokenBy[String(r)] = (wokenBy[String(r)] ?? 0) + 1;
+            for (const r of Array.isArray(repair?.reasons) ? (repair.reasons as unknown[]) : ['(no repaired line)']) k.wokenBy[String(r)] = (k.wokenBy[String(r)] ?? 0) + 1;
             await untamper(lab, kind);
           }
           // A random pause, so tampers fall at every phase of whatever schedule the agent keeps.
           await sleep(200 + Math.random() * 400);
           if (!isProtected(await listing(lab), converged)) throw new Error(`after ${kind}, the table did not stay protected`);
         }
-        kinds.push({ kind, samples, p50: rank(samples, 50), p99: rank(samples, 99), stoppedEarly, wokenBy });
+      }
+      for (const kind of KINDS) {
+        const k = state.get(kind)!;
+        kinds.push({ kind, samples: k.samples, p50: rank(k.samples, 50), p99: rank(k.samples, 99), stoppedEarly: k.stoppedEarly, wokenBy: k.wokenBy });
+      }
+      // A fight: the same flush again as soon as the chain is back.
+      ctx.progress(`tamper: a fight, the chain flushed ${FIGHT_ROUNDS} times in a row`);
+      await sleep(FIGHT_QUIET_MS);
+      for (let i = 0; i < FIGHT_ROUNDS; i++) {
+        await tamper(lab, 'flush-chain', converged);
+        const ms = await waitProtected(lab, converged, FIGHT_CAP_MS);
+        fight.push(ms === null ? null : round(ms));
+        if (ms === null) mustSucceed('restore of the converged nat table', await lab.ns.run('iptables-nft-restore', ['-w', '5'], { input: saved }));
       }
     } finally {
       await agent.stop();
     }
-    return { rules: lab.foreign.ipv4, capMs, schedule: '*/30 * * * * * (the default)', kinds };
+    return { rules: lab.foreign.ipv4, capMs, schedule: '*/30 * * * * * (the default)', kinds, fight };
   } finally {
     lab.destroy();
     cgroup.destroy();
@@ -179,6 +199,7 @@ function renderTamper(r: TamperResult): string {
     `tamper-to-repair, nft backend, ${r.rules} foreign IPv4 nat rules, the agent running with drift schedule ${r.schedule}, no Docker; polled every ${POLL_MS} ms`,
     renderTable(['tamper', '>samples', '>median ms', '>p99 ms', '>over the cap', 'woken by (repairing pass reasons)'], rows),
     `beside the 30 s drift schedule alone: a tamper at a random moment waits 15 s on average, 30 s at worst`,
+    `a fight (the chain flushed again as soon as it is back, ${r.fight.length} times): ms until each repair ${r.fight.map((x) => (x === null ? `> ${FIGHT_CAP_MS}` : String(x))).join(', ')}; the same repair waits twice as long each time (up to 30 s), while a different one is made at once`,
   ].join('\n');
 }
 

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../core/config.js';
 import { formatEndpoint } from '../core/endpoint.js';
-import { hasDrift } from '../core/findings.js';
+import { type Finding, hasDrift } from '../core/findings.js';
 import type { Backend, Family } from '../core/family.js';
 import type { WholeTables } from '../core/deciding-reads.js';
 import type { NetworkView } from '../core/coverage.js';
@@ -20,7 +20,7 @@ import { type AgentState, MAX_RECENT_DRIFT, writeAgentState } from './agent-stat
 import { createAgentTelemetry } from './agent-telemetry.js';
 import { watchDocker } from './docker-watch.js';
 import { createPassLock } from './one-writer.js';
-import { type PassOutcome, createPassRunner } from './pass-runner.js';
+import { type Hold, type PassOutcome, createPassRunner } from './pass-runner.js';
 import { createReloader } from './reloader.js';
 import type { Ports } from './ports.js';
 import { cheapReadAfter, reconcile } from './reconcile.js';
@@ -97,7 +97,7 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
   let contesting = new Set<string>();
   // Families whose old connections could not be cut yet (kept until a pass succeeds at it).
   let cutPending: readonly Family[] = [];
-  const pass = async (reasons: string[]): Promise<PassOutcome> => {
+  const pass = async (reasons: string[], hold: Hold | null): Promise<PassOutcome> => {
     const run = current;
     if (run === null) return { repairedSignature: null };
     let repairedSignature: string | null = null;
@@ -111,7 +111,9 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
       // reload or reconnect, after anything was found, and every FULL_READ_EVERY_MS (the
       // other backend is read then).
       const fullDue = lastFull === null || Date.now() - lastFull.at >= FULL_READ_EVERY_MS || reasons.some((r) => FULL_REASONS.has(r));
-      const opts = { ...(fullDue || lastFull?.cheap == null ? {} : { cheap: lastFull.cheap }), cutPending, waitForDocker: stillSettling(dockerSettling, Date.now()) };
+      // During a repair backoff the same repair waits (the runner asks again when it ends); any other is made now.
+      const held = hold === null ? {} : { hold: (findings: readonly Finding[]) => repairSignatureOf(splitDockerChurn(findings).drift) === hold.signature };
+      const opts = { ...(fullDue || lastFull?.cheap == null ? {} : { cheap: lastFull.cheap }), cutPending, waitForDocker: stillSettling(dockerSettling, Date.now()), ...held };
       const result = await writer.around(run.config, () => reconcile(run.config, run.ports, opts));
       cutPending = result.cutPending;
       // Look again once they are no longer fresh: by then Docker has moved its jump, or the pass moves ours.
@@ -123,6 +125,10 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
         }, DOCKER_SETTLE_MS);
       }
       if (result.reads === 'full') lastFull = { at: Date.now(), cheap: cheapReadAfter(result) };
+      if (result.held === true && hold !== null) {
+        run.ports.log.debug({ event: 'repair-held', inMs: Math.max(0, Math.round(hold.untilMs - performance.now())), reasons }, 'the same repair again during its backoff: made when the backoff ends');
+        return { repairedSignature: null, held: true };
+      }
       const first = networksBefore === null ? splitFirstInstall(result.findings) : { drift: [...result.findings], install: [] };
       if (hasDrift(first.install)) {
         run.ports.log.info({ event: 'installed', families: [...new Set(first.install.flatMap((f) => (f.family === undefined ? [] : [f.family])))], repaired: result.repaired }, result.repaired ? 'first install: protection put in place' : 'not installed yet (report mode)');

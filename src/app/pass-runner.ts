@@ -10,8 +10,12 @@ import { type Clock, type Timer, realClock } from '../shell/clock.js';
  * - passes start at least `minIntervalMs` apart (a burst of netfilter events, or our own
  *   write seen by the netfilter monitor, costs one more pass, not one per event);
  * - when consecutive repairs repair the same thing (someone keeps re-inserting a rule
- *   above our jump), the interval doubles per repeat up to `maxBackoffMs`. A different
- *   repair ends the backoff, and so does a pass that finds nothing to repair once two
+ *   above our jump), the wait before that repair is made again doubles per repeat, up to
+ *   `maxBackoffMs`. Passes still run on wake-ups during it, at most every
+ *   `peekIntervalMs`, with a `hold` on that one repair: a pass that finds only it puts it
+ *   off until the backoff ends (the runner asks for a pass then), and any other repair
+ *   (a different tamper, which the runner cannot know of before a pass looks) is made at
+ *   once and ends the backoff. So does a pass that finds nothing to repair once two
  *   intervals have passed since the last repair (the pass right after a repair usually
  *   only sees our own write, which says nothing about whether the fight is over).
  * `exempt` reasons (a new Docker network) wait out the minimum interval only, never a
@@ -20,9 +24,17 @@ import { type Clock, type Timer, realClock } from '../shell/clock.js';
 export interface PassOutcome {
   /** What the pass repaired (`repairSignature` of its drift), or null when it repaired nothing. */
   readonly repairedSignature: string | null;
+  /** It found only the held repair and put it off. */
+  readonly held?: boolean;
 }
 
-export type Pass = (reasons: string[]) => Promise<PassOutcome | void>;
+/** A repair not to make again before `untilMs` (the runner's clock: performance.now() for the real one). */
+export interface Hold {
+  readonly signature: string;
+  readonly untilMs: number;
+}
+
+export type Pass = (reasons: string[], hold: Hold | null) => Promise<PassOutcome | void>;
 
 export interface Backoff {
   readonly intervalMs: number;
@@ -36,6 +48,8 @@ export interface PassRunnerOptions {
   readonly minIntervalMs?: number;
   /** Default 30 s: the drift check's own period, so a contest is never retried less often than that. */
   readonly maxBackoffMs?: number;
+  /** Default 1 s: how often wake-ups still run a pass during a longer backoff, to find a different repair. */
+  readonly peekIntervalMs?: number;
   readonly exempt?: (reason: string) => boolean;
   readonly clock?: Clock;
   /** Told whenever the interval between passes changes (to log a backoff starting, growing or ending). */
@@ -53,10 +67,14 @@ export interface PassRunner {
 
 export const DEFAULT_MIN_INTERVAL_MS = 100;
 export const DEFAULT_MAX_BACKOFF_MS = 30_000;
+export const DEFAULT_PEEK_INTERVAL_MS = 1_000;
+/** The reason of the pass that makes a held repair when its backoff ends. */
+export const HELD_REPAIR = 'held-repair';
 
 export function createPassRunner(pass: Pass, opts: PassRunnerOptions = {}): PassRunner {
   const minMs = opts.minIntervalMs ?? DEFAULT_MIN_INTERVAL_MS;
   const maxMs = Math.max(minMs, opts.maxBackoffMs ?? DEFAULT_MAX_BACKOFF_MS);
+  const peekMs = Math.max(minMs, opts.peekIntervalMs ?? DEFAULT_PEEK_INTERVAL_MS);
   const clock = opts.clock ?? realClock;
   const exempt = opts.exempt ?? (() => false);
 
@@ -68,6 +86,7 @@ export function createPassRunner(pass: Pass, opts: PassRunnerOptions = {}): Pass
   let repeats = 0;
   let lastSignature: string | null = null;
   let lastRepairAt = 0;
+  let heldTimer: Timer | null = null;
   const idleWaiters = new Set<() => void>();
 
   const backoffMs = (): number => Math.min(minMs * 2 ** repeats, maxMs);
@@ -79,6 +98,17 @@ export function createPassRunner(pass: Pass, opts: PassRunnerOptions = {}): Pass
 
   const learn = (startedAt: number, outcome: PassOutcome | void): void => {
     const before = backoffMs();
+    if (outcome?.held === true) {
+      // Made when the backoff ends, unless a pass before then makes it moot.
+      heldTimer ??= clock.after(Math.max(0, lastRepairAt + before - clock.now()), () => {
+        heldTimer = null;
+        if (!stopped) {
+          pending.push(HELD_REPAIR);
+          schedule();
+        }
+      });
+      return;
+    }
     const signature = outcome?.repairedSignature ?? null;
     if (signature !== null) {
       repeats = signature === lastSignature ? repeats + 1 : 0;
@@ -97,11 +127,13 @@ export function createPassRunner(pass: Pass, opts: PassRunnerOptions = {}): Pass
     running = true;
     const startedAt = clock.now();
     lastStart = startedAt;
+    const until = lastRepairAt + backoffMs();
+    const hold = lastSignature !== null && startedAt < until ? { signature: lastSignature, untilMs: until } : null;
     void (async () => {
       let outcome: PassOutcome | void = undefined;
       let failed = false;
       try {
-        outcome = await pass(reasons);
+        outcome = await pass(reasons, hold);
       } catch {
         failed = true; // the pass reports its own errors
       }
@@ -114,7 +146,8 @@ export function createPassRunner(pass: Pass, opts: PassRunnerOptions = {}): Pass
 
   function schedule(): void {
     if (stopped || running || pending.length === 0) return;
-    const interval = pending.some(exempt) ? minMs : backoffMs();
+    // A held repair comes when its backoff ends, whenever the last look was.
+    const interval = pending.some(exempt) || pending.includes(HELD_REPAIR) ? minMs : Math.min(backoffMs(), peekMs);
     const at = lastStart === null ? clock.now() : lastStart + interval;
     if (timer !== null) {
       if (timer.at <= at) return;
@@ -157,6 +190,8 @@ export function createPassRunner(pass: Pass, opts: PassRunnerOptions = {}): Pass
       pending = [];
       timer?.handle.cancel();
       timer = null;
+      heldTimer?.cancel();
+      heldTimer = null;
       notifyIdle();
     },
     backoff: current,

@@ -28,6 +28,8 @@ export interface ReconcileResult {
   readonly reads: 'deciding' | 'full';
   /** Families whose tracked connections could not be cut yet: the next pass tries again. */
   readonly cutPending: readonly Family[];
+  /** The pass found only a repair `hold` said to put off (a fight's next identical repair): nothing was written. */
+  readonly held?: boolean;
 }
 
 export interface ReconcileOptions {
@@ -46,6 +48,11 @@ export interface ReconcileOptions {
   readonly cutPending?: readonly Family[];
   /** Which of Docker's bridge rules above its `-j DOCKER-USER` to leave for Docker to finish with (core/plan); default none. */
   readonly waitForDocker?: (line: string) => boolean;
+  /**
+   * Puts off a repair whose findings it says yes to (the agent, during a repair backoff:
+   * the same repair again too soon). Any other repair is applied at once.
+   */
+  readonly hold?: (findings: readonly Finding[]) => boolean;
 }
 
 // A restore that deletes a jump fails when someone changed the table between our save
@@ -65,6 +72,7 @@ export async function reconcile(config: Config, ports: Ports, opts: ReconcileOpt
     const base = await passOver(await observe(config, ports), config, ports, spec, policy, opts.waitForDocker);
     if (config.mode === 'report') return { ...base, restores: 0, repaired: false, reads: 'full', cutPending: [...(opts.cutPending ?? [])] };
     if (base.converged) return { ...base, restores: 0, repaired: false, reads: 'full', cutPending: await cutConnections(config, ports, new Set(opts.cutPending)) };
+    if (opts.hold?.(base.findings) === true) return { ...base, restores: 0, repaired: false, reads: 'full', cutPending: [...(opts.cutPending ?? [])], held: true };
     try {
       const { restores, cutPending } = await apply(config, base.plan, ports, opts.cutPending ?? []);
       return { ...base, restores, repaired: true, reads: 'full', cutPending };

@@ -129,4 +129,29 @@ test('a foreign rule re-inserted above our jump as fast as a script can do it ma
   assert.equal(audit.status, 0);
   const text = spawnSync('nsenter', [`--net=${ns.path}`, process.execPath, CLI, 'audit', '--no-docker', '--backend', 'nft', '--boot-script', 'never', '--no-host-network', '--state-dir', agent.stateDir], { encoding: 'utf8' });
   assert.match(text.stdout, /\[WARN\] IG-307 someone keeps undoing the protection/);
+  // While it backed off, wake-ups still ran a pass now and then (held, not a busy loop).
+  const held = logs().filter((l) => l.event === 'repair-held').length;
+  assert.ok(held >= 1 && held <= 40, `${held} held passes`);
+});
+
+test('during a long backoff, a different tamper is repaired at the next look, not when the backoff ends', async () => {
+  // Fight on until the same repair waits at least 12.8 s.
+  const backoffNow = (): number => Number(logs().filter((l) => l.event === 'repair-backoff').at(-1)?.intervalMs ?? 0);
+  const t1 = performance.now();
+  while (backoffNow() < 12_800 && performance.now() - t1 < 30_000) {
+    ns.check('iptables-nft', ['-t', 'nat', '-I', 'PREROUTING', '1', '-d', '169.254.169.254', '-j', 'ACCEPT']);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const interval = backoffNow();
+  assert.ok(interval >= 12_800, `the backoff is long: ${interval} ms`);
+  const from = logs().length;
+  const t0 = performance.now();
+  ns.check('iptables-nft', ['-t', 'nat', '-F', 'IMDS-GUARD']);
+  await until('the chain repaired', () => protectedNow(), 30_000);
+  const ms = performance.now() - t0;
+  process.stdout.write(`# a different tamper during a ${interval} ms backoff: repaired in ${ms.toFixed(0)} ms\n`);
+  // The next look comes at most a second after the last pass; 5 s leaves room for a busy machine.
+  assert.ok(ms < 5_000, `repaired after ${ms.toFixed(0)} ms, not at the next look`);
+  const repaired = await until('its repair line', () => logs().slice(from).find((l) => l.event === 'repaired'));
+  assert.ok((repaired.kinds as string[]).includes('rule-missing'), JSON.stringify(repaired));
 });

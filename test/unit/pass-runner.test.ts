@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { type PassOutcome, createPassRunner } from '../../src/app/pass-runner.js';
+import { type Hold, type PassOutcome, createPassRunner } from '../../src/app/pass-runner.js';
 import { fakeClock, settle } from '../helpers/fake-clock.js';
 
 const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
@@ -64,22 +64,33 @@ test('after stop, requests start no pass', async () => {
 
 // ---- minimum interval and repair backoff, on a fake clock ----
 
-/** A runner whose passes take `passMs` of fake time and report what `outcome` says; records when each started. */
+/**
+ * A runner whose passes take `passMs` of fake time and find what `outcome` says, holding
+ * it as the agent does when it is the held repair; records when each started, and when
+ * each pass that repaired started.
+ */
 function harness(opts: { outcome?: (n: number) => PassOutcome; passMs?: number; exempt?: (r: string) => boolean; minIntervalMs?: number; maxBackoffMs?: number } = {}) {
   const clock = fakeClock(0);
   const starts: number[] = [];
+  const repairs: number[] = [];
+  const holds: (Hold | null)[] = [];
   const reasons: string[][] = [];
   const backoffs: number[] = [];
   const runner = createPassRunner(
-    async (r) => {
-      starts.push(clock.now());
+    async (r, hold) => {
+      const at = clock.now();
+      starts.push(at);
       reasons.push(r);
+      holds.push(hold);
       if (opts.passMs !== undefined) await new Promise<void>((done) => clock.after(opts.passMs!, done));
-      return opts.outcome?.(starts.length) ?? { repairedSignature: null };
+      const found = opts.outcome?.(starts.length) ?? { repairedSignature: null };
+      if (hold !== null && found.repairedSignature === hold.signature) return { repairedSignature: null, held: true };
+      if (found.repairedSignature !== null) repairs.push(at);
+      return found;
     },
     { clock, minIntervalMs: opts.minIntervalMs ?? 100, maxBackoffMs: opts.maxBackoffMs ?? 1_600, onBackoff: (b) => backoffs.push(b.intervalMs), ...(opts.exempt === undefined ? {} : { exempt: opts.exempt }) },
   );
-  return { clock, runner, starts, reasons, backoffs };
+  return { clock, runner, starts, repairs, holds, reasons, backoffs };
 }
 
 const gaps = (starts: readonly number[]): number[] => starts.slice(1).map((t, i) => t - starts[i]!);
@@ -133,11 +144,12 @@ test('a pass slower than the interval is followed at once: the interval is betwe
 /**
  * A fighter that undoes each repair within 50 ms (less than any interval): every pass
  * finds the same thing to repair, and a request is always waiting when the next is due.
+ * Runs until `passes` passes have started (`until: 'repairs'`: until that many repaired).
  */
-async function fight(h: ReturnType<typeof harness>, passes: number): Promise<void> {
+async function fight(h: ReturnType<typeof harness>, passes: number, until: 'starts' | 'repairs' = 'starts'): Promise<void> {
   let answered = 0;
   h.runner.request('netfilter-change');
-  while (h.starts.length < passes) {
+  while ((until === 'starts' ? h.starts : h.repairs).length < passes) {
     if (h.starts.length > answered) {
       answered = h.starts.length;
       h.runner.request('netfilter-change');
@@ -146,12 +158,46 @@ async function fight(h: ReturnType<typeof harness>, passes: number): Promise<voi
   }
 }
 
-test('the same repair over and over doubles the interval per repeat up to the cap', async () => {
+test('the same repair over and over doubles the wait between the repairs up to the cap; wake-ups meanwhile run a pass at most every second, which holds it', async () => {
   const h = harness({ outcome: () => ({ repairedSignature: 'ipv4 jump-not-first' }) });
-  await fight(h, 8);
-  assert.deepEqual(gaps(h.starts), [100, 200, 400, 800, 1_600, 1_600, 1_600]);
+  await fight(h, 8, 'repairs');
+  assert.deepEqual(gaps(h.repairs), [100, 200, 400, 800, 1_600, 1_600, 1_600]);
   assert.deepEqual(h.backoffs, [200, 400, 800, 1_600]);
   assert.deepEqual(h.runner.backoff(), { intervalMs: 1_600, repeats: 7, signature: 'ipv4 jump-not-first' });
+  // Between two repairs 1 600 ms apart, one pass looked (1 000 ms after the repair) and held it.
+  assert.ok(gaps(h.starts).every((g) => g >= 100 && g <= 1_000), JSON.stringify(gaps(h.starts)));
+  const held = h.holds.filter((x) => x !== null);
+  assert.ok(held.length >= 3 && held.every((x) => x.signature === 'ipv4 jump-not-first'), JSON.stringify(h.holds));
+  assert.ok(h.starts.length > h.repairs.length);
+});
+
+test('during a long backoff, a different repair is made at the next look (within a second), not when the backoff ends', async () => {
+  let undone = 'sig';
+  const h = harness({ outcome: () => ({ repairedSignature: undone }), maxBackoffMs: 30_000 });
+  await fight(h, 6, 'repairs'); // repairs at 0, 100, 300, 700, 1 500, 3 100: the next may come at 6 300
+  assert.deepEqual(h.repairs, [0, 100, 300, 700, 1_500, 3_100]);
+  assert.equal(h.runner.backoff().intervalMs, 3_200);
+  undone = 'other';
+  h.runner.request('netfilter-change');
+  await h.clock.advance(1_000);
+  const looked = h.starts.filter((t) => t > 3_100);
+  assert.deepEqual(looked, [4_100], 'looked one second after the repair');
+  assert.equal(h.repairs.at(-1), 4_100, 'and repaired the other thing at once');
+  assert.deepEqual(h.runner.backoff(), { intervalMs: 100, repeats: 0, signature: 'other' });
+});
+
+test('a held repair is made when its backoff ends, without another wake-up', async () => {
+  const h = harness({ outcome: () => ({ repairedSignature: 'sig' }) });
+  await fight(h, 5); // repairs at 0, 100, 300, 700, 1 500: the next may come at 3 100
+  assert.deepEqual(h.repairs, [0, 100, 300, 700, 1_500]);
+  h.runner.request('netfilter-change'); // the fighter undoes it once more, and stops
+  await h.clock.advance(1_100);
+  assert.deepEqual(h.starts.slice(5), [2_500], 'a look one second after the last pass, held');
+  assert.equal(h.repairs.length, 5);
+  await h.clock.advance(2_000);
+  assert.deepEqual(h.starts.slice(6), [3_100], 'the held repair, when the backoff ended');
+  assert.deepEqual(h.reasons[6], ['held-repair']);
+  assert.deepEqual(h.repairs.at(-1), 3_100);
 });
 
 test('a different repair ends the backoff', async () => {
