@@ -1,5 +1,5 @@
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { build } from 'esbuild';
 import { createTestCgroup } from '../test/helpers/cgroup.js';
@@ -74,6 +74,7 @@ async function runBreakdown(ctx: BenchContext): Promise<BreakdownResult> {
   try {
     const env = cleanEnv();
     const args = noopArgs(cgroup.path);
+    const launcher = join(dirname(ctx.cli), 'imds-guard');
     mustSucceed('converging apply', await lab.ns.run(process.execPath, [ctx.cli, ...args], { env }));
     ctx.progress('breakdown: timeline (shims)');
     const timeline = await timelineOf(lab, ctx, args);
@@ -82,6 +83,8 @@ async function runBreakdown(ctx: BenchContext): Promise<BreakdownResult> {
       { label: 'node -e 0 (an empty node: start-up + exit)', file: process.execPath, args: ['-e', '0'] },
       { label: 'node dist/cli.js --version (the entry and its static chunks)', file: process.execPath, args: [ctx.cli, '--version'] },
       { label: 'converged apply --no-docker --boot-script never', file: process.execPath, args: [ctx.cli, ...args] },
+      { label: 'dist/imds-guard --version (the launcher, from the snapshot dist/cli.blob)', file: launcher, args: ['--version'] },
+      { label: 'dist/imds-guard converged apply (the same apply, from the snapshot)', file: launcher, args },
       { label: `floor: node -e running the apply's ${timeline.calls.length} reads (saves, listings) at once`, file: process.execPath, args: ['-e', floorScript(timeline.calls)] },
     ];
     ctx.progress(`breakdown: ${Math.min(ctx.args.runs, MAX_WALL_ROUNDS)} interleaved rounds of ${commands.length} commands`);
@@ -141,7 +144,7 @@ async function timelineOf(lab: NatLab, ctx: BenchContext, args: readonly string[
   }
 }
 
-/** The modules src/cli.ts's apply action imports lazily, in its order, and what each brings. */
+/** The modules src/program.ts's apply action imports lazily, in its order, and what each brings. */
 const APPLY_IMPORTS: readonly (readonly [module: string, brings: string])[] = [
   ['app/settings', 'config file, layers'],
   ['shell/logger', 'pino and its dependencies'],

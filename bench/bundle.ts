@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 /**
- * The chunk dist/cli.js imports in place of one of src/cli.ts's lazy imports: build.mjs
+ * The chunk dist/cli.js imports in place of one of src/program.ts's lazy imports: build.mjs
  * names chunks `chunks/[name]-[hash]`, and a lazily imported module's chunk takes the
  * module's name. Taken from cli.js itself, so it is the chunk this build loads.
  */

@@ -103,7 +103,7 @@ function groupOfPath(path: string): string {
   const pkg = /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(path);
   if (pkg !== null) return `package ${pkg[1]}`;
   const src = /\/src\/(?:([^/]+)\/)?[^/]+$/.exec(path);
-  if (src !== null) return `imds-guard src/${src[1] ?? '(top: cli.ts, errors.ts)'}`;
+  if (src !== null) return `imds-guard src/${src[1] ?? '(top: cli.ts, program.ts, errors.ts)'}`;
   return 'other';
 }
 

@@ -1,3 +1,4 @@
+import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { AgentPassProcess } from './agent-pass.js';
 import { type Family, type NatLab, tool } from './nat-lab.js';
@@ -8,7 +9,7 @@ import { mustSucceed, reapedCpuMs } from './proc.js';
  * reference, bound to the lab it runs in. The engine runs every strategy once per round,
  * in the same loop, so their milliseconds are comparable, not just their ratios.
  */
-export type StrategyId = 'save-full' | 'save-nat' | 'cli' | 'agent-pass' | 'check-insert' | 'seed';
+export type StrategyId = 'save-full' | 'save-nat' | 'cli' | 'cli-js' | 'agent-pass' | 'check-insert' | 'seed';
 
 export interface Sample {
   readonly ms: number;
@@ -44,13 +45,18 @@ export function bareSave(lab: NatLab, which: 'full' | 'nat'): Strategy {
   };
 }
 
-/** `node dist/cli.js apply ARGS` on a converged table, as an operator (or a cron/boot job) runs it. */
-export function cliApply(lab: NatLab, cli: string, args: readonly string[]): Strategy & { readonly args: readonly string[] } {
+/**
+ * A converged `apply ARGS` as an operator (or a cron/boot job) runs it: `imds-guard`, the
+ * installed command (dist/imds-guard, which starts from the CLI's snapshot, dist/cli.blob),
+ * or, for comparison, `node dist/cli.js` (what it runs when the snapshot cannot serve).
+ */
+export function cliApply(lab: NatLab, cli: string, args: readonly string[], how: 'command' | 'node'): Strategy & { readonly args: readonly string[] } {
+  const [file, argv] = how === 'command' ? [join(dirname(cli), 'imds-guard'), ['apply', ...args]] : [process.execPath, [cli, 'apply', ...args]];
   return {
-    id: 'cli',
-    label: 'imds-guard CLI: apply --no-docker (converged)',
+    id: how === 'command' ? 'cli' : 'cli-js',
+    label: how === 'command' ? 'imds-guard CLI: apply --no-docker (converged; dist/imds-guard, from the snapshot)' : 'the same, as node dist/cli.js (no snapshot)',
     args,
-    run: (env) => timed(async () => void mustSucceed(`imds-guard apply ${args.join(' ')}`, await lab.ns.run(process.execPath, [cli, 'apply', ...args], { env }))),
+    run: (env) => timed(async () => void mustSucceed(`${file} ${argv.join(' ')}`, await lab.ns.run(file, argv, { env }))),
   };
 }
 

@@ -8,7 +8,8 @@
 // The code each command imports lazily (`await import(...)`) stays in its own chunk, so
 // `apply` never parses the agent, nor the agent the YAML parser unless a file is given.
 import { build } from 'esbuild';
-import { renameSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, copyFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -90,6 +91,36 @@ const child = await build({
 const childImports = Object.values(child.metafile.outputs).flatMap((o) => o.imports.map((i) => i.path));
 const unexpected = childImports.filter((p) => p !== 'node:net' && p !== 'node:fs');
 if (unexpected.length > 0) throw new Error(`probe-child.cjs must import only node:net and node:fs, not ${unexpected.join(', ')}`);
+// The one-shot verbs' start-up snapshot (src/snapshot.ts): the CLI bundled again as one
+// CommonJS script, which is what `node --build-snapshot` takes, and run by it into
+// cli.blob, V8's heap with the verbs' modules compiled and initialized. A blob fits only
+// the node binary (and V8 flags) that built it, so cli.blob.node names that binary by its
+// mtime and size (what a package upgrade changes, and what stays the same for the same
+// package on another host or in another image stage); the launcher
+// (scripts/imds-guard.sh, installed as dist/imds-guard) compares them before it uses the
+// blob, and starts dist/cli.js when they differ.
+await build({
+  entryPoints: [join(repo, 'src', 'snapshot.ts')],
+  outfile: join(staging, 'snapshot.cjs'),
+  bundle: true,
+  format: 'cjs',
+  platform: 'node',
+  target: 'node20',
+  minifyWhitespace: true,
+  minifySyntax: true,
+  define: { 'import.meta.url': 'globalThis.imdsGuardModuleUrl' },
+  plugins: [unusedModules],
+  logLevel: 'warning',
+});
+const env = { ...process.env };
+delete env.NODE_OPTIONS; // the launcher uses the blob only when NODE_OPTIONS is empty: V8 flags change what fits
+const snap = spawnSync(process.execPath, ['--snapshot-blob', join(staging, 'cli.blob'), '--build-snapshot', join(staging, 'snapshot.cjs')], { cwd: staging, env, encoding: 'utf8' });
+if (snap.status !== 0) throw new Error(`node --build-snapshot failed (exit ${snap.status ?? snap.signal}):\n${snap.stderr}`);
+rmSync(join(staging, 'snapshot.cjs'));
+const nodeStat = statSync(realpathSync(process.execPath));
+writeFileSync(join(staging, 'cli.blob.node'), `${Math.floor(nodeStat.mtimeMs / 1000)}:${nodeStat.size}\n`);
+copyFileSync(join(repo, 'scripts', 'imds-guard.sh'), join(staging, 'imds-guard'));
+chmodSync(join(staging, 'imds-guard'), 0o755);
 rmSync(`${outdir}.old`, { recursive: true, force: true });
 try {
   renameSync(outdir, `${outdir}.old`);

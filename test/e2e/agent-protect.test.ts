@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { CRED_MARKER, CRED_REQUEST, LAB_IMAGE, MD_ADDR, MD_ADDR6, agentSuite, mustDocker, natSave, noopRunMs, ownLines, restoresOf, timedProbe } from '../helpers/agent.js';
+import { CRED_MARKER, CRED_REQUEST, LAB_IMAGE, MD_ADDR, MD_ADDR6, agentSuite, auditJson, mustDocker, natSave, noopRunMs, ownLines, restoresOf, timedProbe } from '../helpers/agent.js';
 import { LAB_NETWORKS, type Lab } from '../helpers/lab.js';
 
 /**
@@ -107,6 +107,23 @@ test(`a container on an IPv6 network asking [${MD_ADDR6}]:80 is refused at once 
   // And the same network over IPv4.
   const v4 = await timedProbe(l, V6_NET);
   assert.ok(v4.refused && !v4.gotCredentials, v4.output);
+});
+
+// The installed command (dist/imds-guard), so the probe child is found beside the CLI
+// started from its snapshot (src/snapshot.ts), as an operator's `imds-guard audit --probe`.
+test('audit --probe connects from inside a running container on the user bridge: refused, a PASS (IG-701), no connection opened', { skip }, async (t) => {
+  const l = suite.lab();
+  const agent = await suite.agent();
+  const id = await mustDocker(l, ['run', '-d', '--pull', 'never', '--network', 'lab-user', LAB_IMAGE, 'sleep', '600']);
+  t.after(() => l.docker(['rm', '-f', id]));
+  const { report, code, stderr } = await auditJson(agent, ['--probe']);
+  assert.equal(code, 0, stderr);
+  const net = report.probe?.networks.find((n) => n.network === 'lab-user');
+  assert.ok(net !== undefined && net.container?.id === id, JSON.stringify(report.probe));
+  const v4 = net.endpoints.find((e) => e.endpoint === `${MD_ADDR}:80`);
+  assert.ok(v4 !== undefined && v4.verdict === 'blocked' && v4.result === 'refused' && v4.ms !== null, JSON.stringify(net));
+  assert.deepEqual(report.findings.filter((f) => f.kind === 'probe-connected'), []);
+  assert.ok(report.findings.some((f) => f.id === 'IG-701' && f.kind === 'probe-blocked' && f.network === 'lab-user' && f.status === 'pass'), JSON.stringify(report.findings.filter((f) => f.network === 'lab-user')));
 });
 
 // Half the rounds name their bridge, half leave Docker's br-<id>: neither needs a rule of its own.

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { after, before } from 'node:test';
-import { CLI, ensureBuilt } from './cli.js';
+import { CLI, COMMAND, ensureBuilt } from './cli.js';
 import { type Lab, labAvailable, startLab } from './lab.js';
 import { type Netns, createNetns } from './netns.js';
 import { type ProcResult, runProc } from './proc.js';
@@ -156,9 +156,9 @@ export function hostArgs(lab: AgentHost, files: AgentFiles): string[] {
   return [...docker, ...parent, '--state-dir', files.stateDir, '--boot-script', 'always', '--boot-script-dir', files.bootScriptDir, '--openrc-root', files.openrcRoot];
 }
 
-/** `node dist/cli.js ARGS` inside the lab's Docker host namespace. */
+/** `imds-guard ARGS` (dist/imds-guard: a one-shot verb from the snapshot) inside the lab's Docker host namespace. */
 export function cliInLab(lab: Pick<Lab, 'netns'>, args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<ProcResult> {
-  return runProc('nsenter', [`--net=/run/netns/${lab.netns}`, process.execPath, CLI, ...args], { env: agentEnv(env), timeoutMs: 60_000 });
+  return runProc('nsenter', [`--net=/run/netns/${lab.netns}`, COMMAND, ...args], { env: agentEnv(env), timeoutMs: 60_000 });
 }
 
 export async function startAgent(lab: AgentHost, opts: AgentOptions = {}): Promise<Agent> {

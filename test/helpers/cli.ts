@@ -7,6 +7,11 @@ import { type Backend, type Family, type Netns, type RunOptions, type RunResult,
 
 export const REPO = fileURLToPath(new URL('../..', import.meta.url));
 export const CLI = join(REPO, 'dist', 'cli.js');
+/**
+ * The command as installed (package.json's bin): a launcher that starts the one-shot verbs
+ * from the CLI's start-up snapshot (dist/cli.blob) and anything else from dist/cli.js.
+ */
+export const COMMAND = join(REPO, 'dist', 'imds-guard');
 
 /** A saved iptables text from test/fixtures. */
 export function fixture(name: string): string {
@@ -166,10 +171,13 @@ export interface CliOptions {
   readonly input?: string;
 }
 
-/** Runs `node dist/cli.js ARGS` inside the namespace with the host's environment. */
+/**
+ * Runs `imds-guard ARGS` (dist/imds-guard, as an operator does: the one-shot verbs from the
+ * snapshot) inside the namespace with the host's environment.
+ */
 export function runCli(ns: Netns, host: Host, args: readonly string[], opts: CliOptions = {}): RunResult {
   const run: RunOptions = { env: { ...host.env, ...opts.env }, cwd: host.root, ...(opts.uid === undefined ? {} : { uid: opts.uid }), ...(opts.input === undefined ? {} : { input: opts.input }) };
-  return ns.run(process.execPath, [CLI, ...args], run);
+  return ns.run(COMMAND, args, run);
 }
 
 /** A namespace and a host for one test, both gone when the test ends (pass or fail). */

@@ -70,10 +70,11 @@ describe('a backend whose iptables-save fails (legacy forced, iptables-legacy-sa
   });
 });
 
-/** A PATH that has nsenter (to enter the namespace) and nothing of iptables. */
+/** A PATH that has nsenter (to enter the namespace), node (for the imds-guard command) and nothing of iptables. */
 function pathWithoutIptables(host: Host): string {
   const dir = join(host.root, 'no-iptables');
   mkdirSync(dir);
+  symlinkSync(process.execPath, join(dir, 'node'));
   for (const name of ['nsenter', 'setpriv']) symlinkSync(execFileSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' }).trim(), join(dir, name));
   return dir;
 }
