@@ -76,18 +76,9 @@ if (zodLocales.length > 0) throw new Error(`the bundle carries zod's locales (${
 // container's namespace: a file of its own, CommonJS and without the banner above, so it
 // loads nothing but node:net and node:fs (its start-up is most of what a probe costs).
 // src/shell/probe.ts looks for it beside the module that runs it, or one level up.
-const child = await build({
-  entryPoints: [join(repo, 'src', 'shell', 'probe-child.ts')],
-  outfile: join(staging, 'probe-child.cjs'),
-  bundle: true,
-  format: 'cjs',
-  platform: 'node',
-  target: 'node20',
-  minifyWhitespace: true,
-  minifySyntax: true,
-  logLevel: 'warning',
-  metafile: true,
-});
+/** One self-contained CommonJS script: the probe child, and the snapshot's source below. */
+const script = { bundle: true, format: 'cjs', platform: 'node', target: 'node20', minifyWhitespace: true, minifySyntax: true, logLevel: 'warning' };
+const child = await build({ ...script, entryPoints: [join(repo, 'src', 'shell', 'probe-child.ts')], outfile: join(staging, 'probe-child.cjs'), metafile: true });
 const childImports = Object.values(child.metafile.outputs).flatMap((o) => o.imports.map((i) => i.path));
 const unexpected = childImports.filter((p) => p !== 'node:net' && p !== 'node:fs');
 if (unexpected.length > 0) throw new Error(`probe-child.cjs must import only node:net and node:fs, not ${unexpected.join(', ')}`);
@@ -100,17 +91,11 @@ if (unexpected.length > 0) throw new Error(`probe-child.cjs must import only nod
 // (scripts/imds-guard.sh, installed as dist/imds-guard) compares them before it uses the
 // blob, and starts dist/cli.js when they differ.
 await build({
+  ...script,
   entryPoints: [join(repo, 'src', 'snapshot.ts')],
   outfile: join(staging, 'snapshot.cjs'),
-  bundle: true,
-  format: 'cjs',
-  platform: 'node',
-  target: 'node20',
-  minifyWhitespace: true,
-  minifySyntax: true,
   define: { 'import.meta.url': 'globalThis.imdsGuardModuleUrl' },
   plugins: [unusedModules],
-  logLevel: 'warning',
 });
 const env = { ...process.env };
 delete env.NODE_OPTIONS; // the launcher uses the blob only when NODE_OPTIONS is empty: V8 flags change what fits
