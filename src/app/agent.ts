@@ -3,7 +3,7 @@ import type { Config } from '../core/config.js';
 import { formatEndpoint } from '../core/endpoint.js';
 import { type Finding, hasDrift } from '../core/findings.js';
 import type { Backend, Family } from '../core/family.js';
-import type { WholeTables } from '../core/deciding-reads.js';
+import type { CheapRead } from '../core/deciding-reads.js';
 import type { NetworkView } from '../core/coverage.js';
 import { DOCKER_SETTLE_MS, type DockerSettling, settlingAfter, splitDockerChurn, stillSettling } from '../core/docker-churn.js';
 import { type DriftHistory, EMPTY_HISTORY, recordPass, splitFirstInstall } from '../core/drift-history.js';
@@ -89,7 +89,7 @@ export async function runAgent(load: () => Promise<Config>, version: string): Pr
   const writer = createPassLock({ version, log });
 
   // When the last full read was, and what the passes after it may read cheaply (null: everything).
-  let lastFull: { at: number; cheap: { backend: Backend; whole: WholeTables } | null } | null = null;
+  let lastFull: { at: number; cheap: CheapRead | null } | null = null;
   // The recent repairs, and what each distinct repair undid: the same one again and again is a contest (core/contest).
   let repairs: RepairRecord[] = [];
   const repairedWhat = new Map<string, { kinds: string[]; evidence: string[] }>();

@@ -2,7 +2,7 @@ import { chooseBackend } from '../core/backend-choice.js';
 import type { Config } from '../core/config.js';
 import type { DockerFacts } from '../core/docker-facts.js';
 import type { Backend, Family } from '../core/family.js';
-import { DECIDING, WHOLE_BY_DEFAULT, type WholeTables, chainsOfTableListing } from '../core/deciding-reads.js';
+import { type CheapRead, DECIDING, WHOLE_BY_DEFAULT, type WholeTables, chainsOfTableListing } from '../core/deciding-reads.js';
 import { BOOT_SCRIPT_NAME } from '../core/names.js';
 import { type NativeNftRead, isPlainNftName, tablesToRead } from '../core/nft-bypass.js';
 import { type NftRuleset, joinRulesets, parseNftListing, parseNftRuleset, tablePart } from '../core/nft-ruleset.js';
@@ -17,16 +17,19 @@ import type { Ports } from './ports.js';
  * what Docker says, the boot script and OpenRC's runlevel, and the native nftables tables
  * (readNativeNft).
  */
+/** Every table of one family and backend, in one save; what could not be read is said. */
+async function saveOf(ports: Ports, family: Family, backend: Backend): Promise<TableRead> {
+  try {
+    const text = await ports.iptables.save(family, backend);
+    return text === null ? { ok: false, why: `${family} tables are not available` } : { ok: true, tables: parseSave(text) };
+  } catch (e) {
+    return { ok: false, why: describeError(e) };
+  }
+}
+
 export async function observe(config: Config, ports: Ports): Promise<Observation> {
   const { iptables } = ports;
-  const read = async (family: Family, backend: Backend): Promise<TableRead> => {
-    try {
-      const text = await iptables.save(family, backend);
-      return text === null ? { ok: false, why: `${family} tables are not available` } : { ok: true, tables: parseSave(text) };
-    } catch (e) {
-      return { ok: false, why: describeError(e) };
-    }
-  };
+  const read = (family: Family, backend: Backend): Promise<TableRead> => saveOf(ports, family, backend);
   /** The other backend: absent (not loaded, or its tool missing) means nothing of ours can be there. */
   const readIfLoaded = async (family: Family, backend: Backend): Promise<ReadonlyMap<TableName, SavedTable> | null> => {
     if (backend === 'legacy' && !(await iptables.legacyLoaded(family))) return null;
@@ -133,10 +136,15 @@ async function localService(config: Config, ports: Ports): Promise<boolean | nul
  * (a one-shot apply, which must not call a host protected that audit fails); the agent
  * reads them in its full reads, and a change in a native table wakes one (netfilter-watch).
  */
-export async function observeDeciding(config: Config, ports: Ports, backend: Backend, whole: WholeTables = WHOLE_BY_DEFAULT, native = false): Promise<Observation> {
+export async function observeDeciding(config: Config, ports: Ports, read: CheapRead, native = false): Promise<Observation> {
   const { iptables } = ports;
+  const { backend } = read;
+  const whole: WholeTables = read.whole ?? WHOLE_BY_DEFAULT;
   const family = async (f: Family, present: boolean): Promise<FamilyObservation> => {
     if (!present) return { present, ours: { ok: false, why: `no ${f}` }, other: null };
+    // Every table of the family, as a full read sees them; a save that fails is a family
+    // not read, which the pass reports, and so escalates to a full read.
+    if (read.saved?.includes(f) === true) return { present, ours: await saveOf(ports, f, backend), other: null };
     const tables = new Map<TableName, SavedTable>();
     await Promise.all(
       DECIDING.map(async ({ table, chains }) => {

@@ -1,7 +1,7 @@
 import type { Config } from '../core/config.js';
 import { type DesiredFamily, type GuardSpec, desiredFamily } from '../core/desired.js';
 import { type Backend, type Family, FAMILIES } from '../core/family.js';
-import { type WholeTables, wholeTablesOf } from '../core/deciding-reads.js';
+import { type CheapRead, savedFamiliesOf, wholeTablesOf } from '../core/deciding-reads.js';
 import { CHECK, type Finding, isFailure } from '../core/findings.js';
 import { formatEndpoint } from '../core/endpoint.js';
 import { guardSpecOf, planPolicyOf } from '../core/pass-input.js';
@@ -37,10 +37,7 @@ export interface ReconcileOptions {
    * Read only the deciding chains of this backend first (the agent, when its last full
    * read was converged); a pass that finds anything to do or report reads everything.
    */
-  readonly cheap?: {
-    readonly backend: Backend;
-    /** Tables to list whole per family, in one process each (core/deciding-reads); default WHOLE_BY_DEFAULT. */
-    readonly whole?: WholeTables;
+  readonly cheap?: CheapRead & {
     /** Also read the native nftables tables (a one-shot apply; the agent reads them in its full reads). */
     readonly native?: boolean;
   };
@@ -64,7 +61,7 @@ export async function reconcile(config: Config, ports: Ports, opts: ReconcileOpt
   const spec = guardSpecOf(config);
   const policy = planPolicyOf(config);
   if (opts.cheap !== undefined) {
-    const cheap = await passOver(await observeDeciding(config, ports, opts.cheap.backend, opts.cheap.whole, opts.cheap.native), config, ports, spec, policy, opts.waitForDocker);
+    const cheap = await passOver(await observeDeciding(config, ports, opts.cheap, opts.cheap.native), config, ports, spec, policy, opts.waitForDocker);
     // Only "nothing to do, nothing wrong" is decided from the deciding chains alone.
     if (cheap.converged && !cheap.findings.some(isFailure)) return { ...cheap, restores: 0, repaired: false, reads: 'deciding', cutPending: await cutConnections(config, ports, new Set(opts.cutPending)) };
   }
@@ -85,12 +82,13 @@ export async function reconcile(config: Config, ports: Ports, opts: ReconcileOpt
 
 /**
  * What the next pass of an agent may read cheaply after this full read: the deciding
- * chains of the backend it chose, with the tables it found small listed whole; null when
+ * chains of the backend it chose, with the tables it found small listed whole and the
+ * families it found small saved whole; null when
  * it was not converged or found a failure (then the next pass reads everything again).
  */
-export function cheapReadAfter(full: ReconcileResult): { backend: Backend; whole: WholeTables } | null {
+export function cheapReadAfter(full: ReconcileResult): CheapRead | null {
   if (!full.converged || full.findings.some(isFailure)) return null;
-  return { backend: full.observation.backend.backend, whole: wholeTablesOf(full.observation) };
+  return { backend: full.observation.backend.backend, whole: wholeTablesOf(full.observation), saved: savedFamiliesOf(full.observation) };
 }
 
 /**

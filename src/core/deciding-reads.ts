@@ -1,4 +1,4 @@
-import type { Family } from './family.js';
+import type { Backend, Family } from './family.js';
 import { FORWARD_CHAIN, NAT_CHAIN, OUTPUT_CHAIN } from './names.js';
 import type { Observation } from './plan.js';
 import type { TableName } from './saved-table.js';
@@ -26,6 +26,15 @@ export const WHOLE_TABLE_MAX_RULES = 500;
 /** Per family, the deciding tables a cheap read lists in one process each. */
 export type WholeTables = Readonly<Record<Family, readonly TableName[]>>;
 
+/** How a cheap read reads: the backend, and per family what it takes in one process. */
+export interface CheapRead {
+  readonly backend: Backend;
+  /** Tables to list whole per family, in one process each; default WHOLE_BY_DEFAULT. */
+  readonly whole?: WholeTables;
+  /** Families read with one save of every table (savedFamiliesOf); default none. */
+  readonly saved?: readonly Family[];
+}
+
 /** What a cheap read lists whole when nothing is known of the tables' sizes (a one-shot `apply`). */
 export const WHOLE_BY_DEFAULT: WholeTables = { ipv4: ['filter', 'raw'], ipv6: ['filter', 'raw'] };
 
@@ -49,6 +58,26 @@ export function wholeTablesOf(observation: Observation): { ipv4: TableName[]; ip
     });
   };
   return { ipv4: of('ipv4'), ipv6: of('ipv6') };
+}
+
+/**
+ * The families a cheap read may take in one save (`iptables-save`, every table of the
+ * family, one process) instead of a listing per deciding table or chain: those whose
+ * tables, all of them, the last full read found at most WHOLE_TABLE_MAX_RULES rules in
+ * all. On most hosts that is IPv6 (Docker writes a few rules there), and every family of
+ * a host without thousands of published ports: one process where the listings take three
+ * or four, each of which under legacy fetches its whole table from the kernel anyway. A
+ * save reads more than the deciding chains, never less. A family that could not be read
+ * (or is absent) is not saved: its tables are listed.
+ */
+export function savedFamiliesOf(observation: Observation): Family[] {
+  return (['ipv4', 'ipv6'] as const).filter((family) => {
+    const f = observation.families[family];
+    if (!f.present || !f.ours.ok) return false;
+    let rules = 0;
+    for (const t of f.ours.tables.values()) for (const l of t.lines.values()) rules += l.length;
+    return rules <= WHOLE_TABLE_MAX_RULES;
+  });
 }
 
 /**

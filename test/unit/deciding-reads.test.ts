@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { DECIDING, WHOLE_TABLE_MAX_RULES, chainsOfTableListing, wholeTablesOf } from '../../src/core/deciding-reads.js';
+import { DECIDING, WHOLE_TABLE_MAX_RULES, chainsOfTableListing, savedFamiliesOf, wholeTablesOf } from '../../src/core/deciding-reads.js';
 import type { Observation } from '../../src/core/plan.js';
 import { type TableName, parseListing, parseSave } from '../../src/core/saved-table.js';
 
@@ -59,4 +59,14 @@ test('tables the last full read found small are listed whole, judged per family:
 
 test('a family that could not be read says nothing of its sizes: its tables chain by chain, the other family as its sizes say', () => {
   assert.deepEqual(wholeTablesOf(observed(save(1), save(1), false)), { ipv4: ['nat', 'filter', 'raw'], ipv6: [] });
+});
+
+test('a family whose tables hold at most WHOLE_TABLE_MAX_RULES rules in all is saved whole (one process); a bigger, unreadable or absent one is listed', () => {
+  // save(n) holds n nat rules plus one filter rule.
+  assert.deepEqual(savedFamiliesOf(observed(save(10), save(10))), ['ipv4', 'ipv6']);
+  assert.deepEqual(savedFamiliesOf(observed(save(WHOLE_TABLE_MAX_RULES - 1), save(0))), ['ipv4', 'ipv6']);
+  assert.deepEqual(savedFamiliesOf(observed(save(WHOLE_TABLE_MAX_RULES), save(0))), ['ipv6'], 'counted over every table of the family, not table by table');
+  assert.deepEqual(savedFamiliesOf(observed(save(10_000), save(0))), ['ipv6'], "10,000 published IPv4 ports: IPv6's few rules still in one save");
+  assert.deepEqual(savedFamiliesOf(observed(save(0), null)), ['ipv4'], 'a family the host does not have is not read at all');
+  assert.deepEqual(savedFamiliesOf(observed(save(1), save(1), false)), ['ipv4'], 'a family that could not be read says nothing of its size');
 });
