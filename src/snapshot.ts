@@ -8,14 +8,14 @@ import { main } from './program.js';
  * `node --build-snapshot` from this file bundled as dist/snapshot.cjs; started by
  * dist/imds-guard). Building it runs this file and the imports below, then saves V8's
  * heap: the modules a verb needs arrive compiled and initialized (zod's schemas built,
- * commander loaded), which a normal start spends ~80 ms on before the first iptables
- * listing (bench: breakdown).
+ * commander loaded). `--version` from dist/cli.js spends about 70 ms over an empty node
+ * loading them; from the snapshot, about 30 (deserializing it). bench: breakdown.
  *
  * What is initialized here is frozen at build time, so only modules whose loading reads
  * nothing of the run: no environment, no terminal, no open handle (the snapshot refuses
- * those). The logger's pretty printer (it asks the terminal about colour) and the agent
- * (`run` never starts from the snapshot: dist/imds-guard runs dist/cli.js for it) load
- * as they would from dist/cli.js.
+ * those). The logger's pretty printer (it asks the terminal about colour) and dockerode
+ * load when a verb needs them, as from dist/cli.js. The agent is not in the snapshot at
+ * all (build.mjs puts a stub in its place): dist/imds-guard starts `run` from dist/cli.js.
  */
 const warm = Promise.all([
   import('./app/settings.js'),
