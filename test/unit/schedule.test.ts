@@ -63,9 +63,15 @@ describe('scheduleJob', () => {
     assert.equal(ticks.length, 1, 'the first tick is still running');
     assert.ok(ticks[0]! % 1000 < 500, `ticked at ${ticks[0]! % 1000} ms past the second`);
     release();
-    await new Promise((r) => setTimeout(r, 1_100));
+    // The next whole second ticks again (and throws); stopped at once after it, the job
+    // ticks no more. Waiting for the tick, not a fixed time: a release just before a
+    // second's end would otherwise see two more ticks in the same wait.
+    const deadline = Date.now() + 3_000;
+    while (ticks.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     job.stop();
-    assert.equal(ticks.length, 2);
+    assert.equal(ticks.length, 2, 'one tick after the release');
+    assert.ok(ticks[1]! % 1000 < 500, `ticked at ${ticks[1]! % 1000} ms past the second`);
+    await new Promise((r) => setTimeout(r, 0));
     assert.deepEqual(errors.map((e) => (e as Error).message), ['boom']);
     await new Promise((r) => setTimeout(r, 1_100));
     assert.equal(ticks.length, 2, 'stopped');
