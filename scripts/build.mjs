@@ -90,11 +90,12 @@ if (unexpected.length > 0) throw new Error(`probe-child.cjs must import only nod
 // package on another host or in another image stage); the launcher
 // (scripts/imds-guard.sh, installed as dist/imds-guard) compares them before it uses the
 // blob, and starts dist/cli.js when they differ.
-// What it leaves out starts faster: V8 deserializes every byte of the blob at each start.
+//
+// What the blob leaves out starts faster: V8 deserializes every byte of it at each start.
 // Local names are minified (the heap holds the script's source), functions and classes
 // keep their `name` (error classes are named by it; `node dist/cli.js` gives readable
-// stack traces), and the agent is a stub: `run` never starts from the snapshot, and the agent alone brings prom-client,
-// D-Bus and the watchers (about a third of the script).
+// stack traces), and the agent is a stub: `run` never starts from the snapshot, and the
+// agent alone brings prom-client, D-Bus and the watchers (about a third of the script).
 const agentOutside = {
   name: 'agent-outside-snapshot',
   setup(b) {

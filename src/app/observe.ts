@@ -11,12 +11,6 @@ import { type SavedTable, type TableName, emptyTable, parseListing, parseSave } 
 import { CommandError, describeError } from '../errors.js';
 import type { Ports } from './ports.js';
 
-/**
- * Reads the actual state once: one iptables-save per family and backend that can hold
- * rules (all tables in one process; the legacy tables only when /proc says they exist),
- * what Docker says, the boot script and OpenRC's runlevel, and the native nftables tables
- * (readNativeNft).
- */
 /** Every table of one family and backend, in one save; what could not be read is said. */
 async function saveOf(ports: Ports, family: Family, backend: Backend): Promise<TableRead> {
   try {
@@ -27,9 +21,14 @@ async function saveOf(ports: Ports, family: Family, backend: Backend): Promise<T
   }
 }
 
+/**
+ * Reads the actual state once: one iptables-save per family and backend that can hold
+ * rules (all tables in one process; the legacy tables only when /proc says they exist),
+ * what Docker says, the boot script and OpenRC's runlevel, and the native nftables tables
+ * (readNativeNft).
+ */
 export async function observe(config: Config, ports: Ports): Promise<Observation> {
   const { iptables } = ports;
-  const read = (family: Family, backend: Backend): Promise<TableRead> => saveOf(ports, family, backend);
   /** The other backend: absent (not loaded, or its tool missing) means nothing of ours can be there. */
   const readIfLoaded = async (family: Family, backend: Backend): Promise<ReadonlyMap<TableName, SavedTable> | null> => {
     if (backend === 'legacy' && !(await iptables.legacyLoaded(family))) return null;
@@ -43,9 +42,9 @@ export async function observe(config: Config, ports: Ports): Promise<Observation
   };
   const override = config.backend === 'auto' ? null : config.backend;
   const [nft4, legacy4, nft6, legacy6, present6, docker, bootFile, bootDirExists, localServiceEnabled, nft] = await Promise.all([
-    read('ipv4', 'nft'),
+    saveOf(ports, 'ipv4', 'nft'),
     readIfLoaded('ipv4', 'legacy').catch(() => null),
-    read('ipv6', 'nft'),
+    saveOf(ports, 'ipv6', 'nft'),
     readIfLoaded('ipv6', 'legacy').catch(() => null),
     iptables.familyPresent('ipv6'),
     dockerFacts(config, ports),
@@ -57,7 +56,7 @@ export async function observe(config: Config, ports: Ports): Promise<Observation
   const natOf = (r: TableRead): SavedTable | null => (r.ok ? (r.tables.get('nat') ?? emptyTable('nat')) : null);
   const backend = chooseBackend(override, natOf(nft4), legacy4?.get('nat') ?? null);
   const legacyRead = async (family: Family, loaded: ReadonlyMap<TableName, SavedTable> | null): Promise<TableRead> =>
-    loaded !== null ? { ok: true, tables: loaded } : (await iptables.legacyLoaded(family)) ? read(family, 'legacy') : { ok: true, tables: new Map() };
+    loaded !== null ? { ok: true, tables: loaded } : (await iptables.legacyLoaded(family)) ? saveOf(ports, family, 'legacy') : { ok: true, tables: new Map() };
   const family = async (f: Family, present: boolean, nft: TableRead, legacy: ReadonlyMap<TableName, SavedTable> | null): Promise<FamilyObservation> =>
     backend.backend === 'nft'
       ? { present, ours: nft, other: legacy }
@@ -136,7 +135,7 @@ async function localService(config: Config, ports: Ports): Promise<boolean | nul
  * (a one-shot apply, which must not call a host protected that audit fails); the agent
  * reads them in its full reads, and a change in a native table wakes one (netfilter-watch).
  */
-export async function observeDeciding(config: Config, ports: Ports, read: CheapRead, native = false): Promise<Observation> {
+export async function observeDeciding(config: Config, ports: Ports, read: CheapRead & { readonly native?: boolean }): Promise<Observation> {
   const { iptables } = ports;
   const { backend } = read;
   const whole: WholeTables = read.whole ?? WHOLE_BY_DEFAULT;
@@ -167,7 +166,7 @@ export async function observeDeciding(config: Config, ports: Ports, read: CheapR
     ports.files.read(`${config.bootScriptDir}/${BOOT_SCRIPT_NAME}`),
     ports.files.exists(config.bootScriptDir),
     localService(config, ports),
-    native ? readNativeNft(ports) : undefined,
+    read.native === true ? readNativeNft(ports) : undefined,
   ]);
   return { backend: { backend, reason: `${backend}, as the last full read found` }, families: { ipv4, ipv6 }, docker: docker.facts, dockerReachable: docker.reachable, bootScript: { dirExists: bootDirExists, file: bootFile }, localServiceEnabled, ...(nft === undefined ? {} : { nft }) };
 }

@@ -61,7 +61,7 @@ export async function reconcile(config: Config, ports: Ports, opts: ReconcileOpt
   const spec = guardSpecOf(config);
   const policy = planPolicyOf(config);
   if (opts.cheap !== undefined) {
-    const cheap = await passOver(await observeDeciding(config, ports, opts.cheap, opts.cheap.native), config, ports, spec, policy, opts.waitForDocker);
+    const cheap = await passOver(await observeDeciding(config, ports, opts.cheap), config, ports, spec, policy, opts.waitForDocker);
     // Only "nothing to do, nothing wrong" is decided from the deciding chains alone.
     if (cheap.converged && !cheap.findings.some(isFailure)) return { ...cheap, restores: 0, repaired: false, reads: 'deciding', cutPending: await cutConnections(config, ports, new Set(opts.cutPending)) };
   }

@@ -1,7 +1,7 @@
-import type { Backend, Family } from './family.js';
+import { type Backend, FAMILIES, type Family } from './family.js';
 import { FORWARD_CHAIN, NAT_CHAIN, OUTPUT_CHAIN } from './names.js';
 import type { Observation } from './plan.js';
-import type { TableName } from './saved-table.js';
+import type { SavedTable, TableName } from './saved-table.js';
 
 /** The chains whose rules decide whether a converged host is still protected, per table. */
 export const DECIDING: readonly { readonly table: TableName; readonly chains: readonly string[] }[] = [
@@ -51,11 +51,7 @@ export function wholeTablesOf(observation: Observation): { ipv4: TableName[]; ip
     const f = observation.families[family];
     if (!f.present || !f.ours.ok) return [];
     const tables = f.ours.tables;
-    return DECIDING.map((d) => d.table).filter((table) => {
-      const t = tables.get(table);
-      const rules = t === undefined ? 0 : [...t.lines.values()].reduce((n, l) => n + l.length, 0);
-      return rules <= WHOLE_TABLE_MAX_RULES;
-    });
+    return DECIDING.map((d) => d.table).filter((table) => rulesIn(tables.get(table)) <= WHOLE_TABLE_MAX_RULES);
   };
   return { ipv4: of('ipv4'), ipv6: of('ipv6') };
 }
@@ -71,13 +67,15 @@ export function wholeTablesOf(observation: Observation): { ipv4: TableName[]; ip
  * (or is absent) is not saved: its tables are listed.
  */
 export function savedFamiliesOf(observation: Observation): Family[] {
-  return (['ipv4', 'ipv6'] as const).filter((family) => {
+  return FAMILIES.filter((family) => {
     const f = observation.families[family];
-    if (!f.present || !f.ours.ok) return false;
-    let rules = 0;
-    for (const t of f.ours.tables.values()) for (const l of t.lines.values()) rules += l.length;
-    return rules <= WHOLE_TABLE_MAX_RULES;
+    return f.present && f.ours.ok && [...f.ours.tables.values()].reduce((n, t) => n + rulesIn(t), 0) <= WHOLE_TABLE_MAX_RULES;
   });
+}
+
+/** The rules of a table as a full read found them (a table it did not find: none). */
+function rulesIn(table: SavedTable | undefined): number {
+  return table === undefined ? 0 : [...table.lines.values()].reduce((n, l) => n + l.length, 0);
 }
 
 /**
