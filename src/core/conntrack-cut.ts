@@ -1,4 +1,4 @@
-import { isIP } from 'node:net';
+import { ipVersion } from './ip.js';
 import type { Family } from './family.js';
 
 /** One tracked TCP connection, as `conntrack -L` prints its original direction. */
@@ -25,8 +25,8 @@ export function parseConntrackList(text: string): TrackedFlow[] {
     const sport = port(field('sport'));
     const dport = port(field('dport'));
     if (src === undefined || dst === undefined || sport === null || dport === null) continue;
-    const v = isIP(src);
-    if (v === 0 || v !== isIP(dst)) continue;
+    const v = ipVersion(src);
+    if (v === 0 || v !== ipVersion(dst)) continue;
     out.push({ family: v === 4 ? 'ipv4' : 'ipv6', src, dst, sport, dport });
   }
   return out;

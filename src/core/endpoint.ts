@@ -1,4 +1,4 @@
-import { isIP } from 'node:net';
+import { canonicalAddress, ipVersion } from './ip.js';
 import type { Family } from './family.js';
 
 /** A metadata endpoint to hide: one address and TCP port. */
@@ -22,22 +22,17 @@ export function parsePort(text: string): number | null {
  */
 export function parseEndpoint(text: string): Endpoint | string {
   const m = /^\[([^\]]+)\](?::([^:]+))?$/.exec(text) ?? /^([^:[\]]+)(?::([^:]+))?$/.exec(text);
-  const bare = m === null && isIP(text) === 6 ? text : null;
+  const bare = m === null && ipVersion(text) === 6 ? text : null;
   const address = bare ?? m?.[1];
   const portText = bare === null ? m?.[2] : undefined;
   if (address === undefined) return 'is not ADDRESS[:PORT] (IPv6 in brackets: [fd00:ec2::254]:80)';
-  const version = isIP(address);
+  const version = ipVersion(address);
   if (version === 0) return `has an address that is not an IP address: ${JSON.stringify(address)}`;
   const port = portText === undefined ? 80 : parsePort(portText);
   if (port === null) return `has a port that is not 1-65535: ${JSON.stringify(portText)}`;
-  return { family: version === 4 ? 'ipv4' : 'ipv6', address: normalizeAddress(address), port };
+  return { family: version === 4 ? 'ipv4' : 'ipv6', address: canonicalAddress(address), port };
 }
 
-/** The form iptables-save prints, so desired and actual compare as text. */
-export function normalizeAddress(address: string): string {
-  if (isIP(address) !== 6) return address;
-  return new URL(`http://[${address}]/`).hostname.slice(1, -1);
-}
 
 export function hostPrefix(family: Family): number {
   return family === 'ipv4' ? 32 : 128;

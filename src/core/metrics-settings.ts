@@ -1,5 +1,5 @@
-import { isIP } from 'node:net';
-import { normalizeAddress, parsePort } from './endpoint.js';
+import { canonicalAddress, ipVersion } from './ip.js';
+import { parsePort } from './endpoint.js';
 
 /** Where the agent serves /metrics: an IP address (no brackets) and a TCP port. */
 export interface MetricsListen {
@@ -26,12 +26,12 @@ export function parseMetricsListen(text: string): MetricsListen | string {
   if (m === null) return `is not ADDRESS:PORT (IPv6 in brackets: [::1]:9469; suggested ${SUGGESTED_METRICS_LISTEN})`;
   const [, address = '', portText = ''] = m;
   const bracketed = text.startsWith('[');
-  const version = isIP(address);
+  const version = ipVersion(address);
   if (version === 0) return `has an address that is not an IP address: ${JSON.stringify(address)} (suggested ${SUGGESTED_METRICS_LISTEN})`;
   if (version === 4 && bracketed) return 'has an IPv4 address in brackets: write ADDRESS:PORT';
   const port = parsePort(portText);
   if (port === null) return `has a port that is not 1-65535: ${JSON.stringify(portText)}`;
-  return { host: normalizeAddress(address), port };
+  return { host: canonicalAddress(address), port };
 }
 
 /**
@@ -49,5 +49,5 @@ export function parseMetricsTextfile(text: string): MetricsTextfile | string {
 
 /** The exposition form of a listen address, for log lines: `[::1]:9469`. */
 export function formatMetricsListen(l: MetricsListen): string {
-  return isIP(l.host) === 6 ? `[${l.host}]:${l.port}` : `${l.host}:${l.port}`;
+  return ipVersion(l.host) === 6 ? `[${l.host}]:${l.port}` : `${l.host}:${l.port}`;
 }

@@ -1,9 +1,8 @@
-import { isIP } from 'node:net';
 import { type Endpoint, formatEndpoint } from './endpoint.js';
 import type { Backend } from './family.js';
 import { CHECK, type Finding } from './findings.js';
 import { type NftChain, type NftRule, type NftRuleset, ruleKey } from './nft-ruleset.js';
-import { toBigInt } from './reach.js';
+import { ipToBigInt, ipVersion } from './ip.js';
 import { commandLine } from './shell-words.js';
 
 /**
@@ -298,17 +297,17 @@ function anyOf(elems: readonly unknown[], has: (v: unknown) => Verdict): Verdict
 }
 
 function addressIn(v: unknown, address: string): Verdict {
-  const fam = isIP(address);
-  const value = (a: unknown): bigint | null => (typeof a === 'string' && isIP(a) === fam ? toBigInt(a) : null);
-  const target = toBigInt(address);
+  const fam = ipVersion(address);
+  const value = (a: unknown): bigint | null => (typeof a === 'string' && ipVersion(a) === fam ? ipToBigInt(a) : null);
+  const target = ipToBigInt(address);
   if (typeof v === 'string') {
     const a = value(v);
-    return a === null ? (isIP(v) !== 0 ? false : null) : a === target;
+    return a === null ? (ipVersion(v) !== 0 ? false : null) : a === target;
   }
   if (!isObject(v)) return null;
   if (isObject(v.prefix)) {
     const { addr, len } = v.prefix;
-    if (typeof addr === 'string' && isIP(addr) !== 0 && isIP(addr) !== fam) return false;
+    if (typeof addr === 'string' && ipVersion(addr) !== 0 && ipVersion(addr) !== fam) return false;
     const a = value(addr);
     const bits = fam === 4 ? 32 : 128;
     if (a === null || typeof len !== 'number' || !Number.isInteger(len) || len < 0 || len > bits) return null;

@@ -1,4 +1,4 @@
-import { isIP } from 'node:net';
+import { ipToBigInt, ipVersion } from './ip.js';
 import type { Endpoint } from './endpoint.js';
 import { type Rule, ruleTarget } from './rule.js';
 
@@ -107,29 +107,21 @@ function portListContains(spec: string, port: number): boolean | null {
 /** Whether `address` lies in `cidr`; null when `cidr` is not something we can read (a hostname). */
 export function cidrContains(cidr: string, address: string): boolean | null {
   const [net = '', lenText] = cidr.split('/');
-  const fam = isIP(net);
-  if (fam === 0 || fam !== isIP(address)) return fam === 0 ? null : false;
+  const fam = ipVersion(net);
+  if (fam === 0 || fam !== ipVersion(address)) return fam === 0 ? null : false;
   const bits = fam === 4 ? 32 : 128;
   const len = lenText === undefined ? bits : lenText.includes('.') ? maskLength(lenText) : Number(lenText);
   if (len === null || Number.isNaN(len)) return null;
-  const a = toBigInt(net);
-  const b = toBigInt(address);
+  const a = ipToBigInt(net);
+  const b = ipToBigInt(address);
   const shift = BigInt(bits - len);
   return a >> shift === b >> shift;
 }
 
 function maskLength(mask: string): number | null {
-  const n = toBigInt(mask);
+  if (ipVersion(mask) !== 4) return null;
+  const n = ipToBigInt(mask);
   const s = n.toString(2).padStart(32, '0');
   return /^1*0*$/.test(s) ? s.indexOf('0') === -1 ? 32 : s.indexOf('0') : null;
 }
 
-/** An IPv4 or IPv6 address (as isIP accepts it) as one number, to compare and order addresses. */
-export function toBigInt(ip: string): bigint {
-  if (isIP(ip) === 4) return ip.split('.').reduce((acc, o) => (acc << 8n) + BigInt(Number(o)), 0n);
-  const [head = '', tail] = ip.split('::');
-  const h = head === '' ? [] : head.split(':');
-  const t = tail === undefined || tail === '' ? [] : tail.split(':');
-  const groups = [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
-  return groups.reduce((acc, g) => (acc << 16n) + BigInt(parseInt(g, 16)), 0n);
-}

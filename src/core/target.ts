@@ -1,6 +1,6 @@
-import { isIP } from 'node:net';
+import { canonicalAddress, ipVersion } from './ip.js';
 import type { Family } from './family.js';
-import { normalizeAddress, parsePort } from './endpoint.js';
+import { parsePort } from './endpoint.js';
 
 /**
  * Where a blocked request goes.
@@ -30,11 +30,11 @@ export function parseTarget(text: string): Target | string {
   const dnat = /^dnat:(?:\[([^\]]+)\]|([^:]+))(?::([0-9]+))?$/.exec(text) ?? /^dnat:([0-9a-fA-F:]+)$/.exec(text);
   if (!dnat) return 'is not redirect, redirect:PORT or dnat:ADDRESS[:PORT]';
   const address = dnat[1] ?? dnat[2] ?? '';
-  const version = isIP(address);
+  const version = ipVersion(address);
   if (version === 0) return `has a dnat address that is not an IP address: ${JSON.stringify(address)}`;
   const port = dnat[3] === undefined ? null : parsePort(dnat[3]);
   if (dnat[3] !== undefined && port === null) return 'has a dnat port that is not 1-65535';
-  return { kind: 'dnat', family: version === 4 ? 'ipv4' : 'ipv6', address: normalizeAddress(address), port };
+  return { kind: 'dnat', family: version === 4 ? 'ipv4' : 'ipv6', address: canonicalAddress(address), port };
 }
 
 /** The target's arguments in the order iptables-save prints them. */

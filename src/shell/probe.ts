@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { type FileHandle, open, readFile, stat } from 'node:fs/promises';
-import { isIP } from 'node:net';
+import { ipVersion } from '../core/ip.js';
 import { fileURLToPath } from 'node:url';
 import * as z from 'zod';
 import type { Endpoint } from '../core/endpoint.js';
@@ -104,7 +104,7 @@ function targetProblem(target: ProbeTarget, endpoints: readonly Endpoint[]): str
   const { pid, id } = target.container;
   if (!Number.isInteger(pid) || pid <= 1) return `container ${target.container.name} has no usable pid (${pid})`;
   if (!CONTAINER_ID.test(id)) return `container id ${JSON.stringify(id)} is not a Docker id`;
-  const bad = endpoints.find((e) => isIP(e.address) !== (e.family === 'ipv4' ? 4 : 6) || !Number.isInteger(e.port) || e.port < 1 || e.port > 65535);
+  const bad = endpoints.find((e) => ipVersion(e.address) !== (e.family === 'ipv4' ? 4 : 6) || !Number.isInteger(e.port) || e.port < 1 || e.port > 65535);
   return bad === undefined ? null : `endpoint ${JSON.stringify(bad)} is not an address and port`;
 }
 
