@@ -302,7 +302,7 @@ describe('cgroupRuleReadBack: a cgroup rule of ours read back proves the match',
   const obs = (v4: string[], v6ok = true) =>
     ({
       families: {
-        ipv4: { present: true, ours: { ok: true, tables: new Map([['filter', { name: 'filter', chains: ['IMDS-GUARD-OUT'], lines: new Map([['IMDS-GUARD-OUT', v4]]), canonical: '' }]]) }, other: null },
+        ipv4: { present: true, ours: { ok: true, tables: new Map([['filter', { name: 'filter', chains: ['IMDS-GUARD-OUT'], lines: new Map([['IMDS-GUARD-OUT', v4]]) }]]) }, other: null },
         ipv6: { present: true, ours: v6ok ? { ok: true, tables: new Map() } : { ok: false, why: 'x' }, other: null },
       },
     }) as unknown as Parameters<typeof cgroupRuleReadBack>[0];
