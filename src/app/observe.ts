@@ -41,17 +41,33 @@ export async function observe(config: Config, ports: Ports): Promise<Observation
     }
   };
   const override = config.backend === 'auto' ? null : config.backend;
+  // The saves are spawned first and the native listing after them (setImmediate: after
+  // the microtasks that spawn the saves): each spawn holds node for a few ms, and the
+  // save of a table with thousands of rules is what the pass waits for.
+  const native = new Promise<void>((resolve) => setImmediate(resolve)).then(() => readNativeNft(ports));
+  // Where legacy holds the rules, iptables-nft usually has no table at all, and the native
+  // listing (read anyway) says so: its saves are then not run (two processes fewer for a
+  // one-shot apply under legacy; bench: engine). Where it may hold the rules, they are
+  // read at once, not after the listing.
+  const legacyAny = Promise.all([iptables.legacyLoaded('ipv4'), iptables.legacyLoaded('ipv6')]).then(([a, b]) => a || b);
+  const nftSave = async (family: Family): Promise<TableRead> => {
+    if (override !== 'nft' && (await legacyAny)) {
+      const n = await native;
+      if (n.ok && !n.ruleset.xtables.includes(family === 'ipv4' ? 'ip' : 'ip6')) return { ok: true, tables: new Map() };
+    }
+    return saveOf(ports, family, 'nft');
+  };
   const [nft4, legacy4, nft6, legacy6, present6, docker, bootFile, bootDirExists, localServiceEnabled, nft] = await Promise.all([
-    saveOf(ports, 'ipv4', 'nft'),
+    nftSave('ipv4'),
     readIfLoaded('ipv4', 'legacy').catch(() => null),
-    saveOf(ports, 'ipv6', 'nft'),
+    nftSave('ipv6'),
     readIfLoaded('ipv6', 'legacy').catch(() => null),
     iptables.familyPresent('ipv6'),
     dockerFacts(config, ports),
     ports.files.read(`${config.bootScriptDir}/${BOOT_SCRIPT_NAME}`),
     ports.files.exists(config.bootScriptDir),
     localService(config, ports),
-    readNativeNft(ports),
+    native,
   ]);
   const natOf = (r: TableRead): SavedTable | null => (r.ok ? (r.tables.get('nat') ?? emptyTable('nat')) : null);
   const backend = chooseBackend(override, natOf(nft4), legacy4?.get('nat') ?? null);

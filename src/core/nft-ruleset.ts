@@ -1,4 +1,5 @@
 import * as z from 'zod';
+import { TABLE_NAMES } from './saved-table.js';
 
 /**
  * The native nftables ruleset as `nft -j list ruleset` prints it (JSON schema 1), read as
@@ -43,11 +44,18 @@ export interface NftRuleset {
   readonly chains: readonly NftChain[];
   readonly rules: readonly NftRule[];
   readonly sets: readonly NftSet[];
+  /**
+   * The families in which iptables-nft has a table we read (nat, filter, raw): where
+   * iptables-nft-save has something to say. Their chains and rules are left out above.
+   */
+  readonly xtables: readonly ('ip' | 'ip6')[];
 }
 
 // The tables iptables-nft creates (in the ip and ip6 families only); iptables-save reads
 // them and the iptables checks audit them, so the native audit leaves them alone.
 const XTABLES_TABLES = new Set(['filter', 'nat', 'raw', 'mangle', 'security']);
+// The ones imds-guard reads.
+const READ_XTABLES: ReadonlySet<string> = new Set(TABLE_NAMES);
 
 export function isXtablesTable(family: string, name: string): boolean {
   return (family === 'ip' || family === 'ip6') && XTABLES_TABLES.has(name);
@@ -97,16 +105,22 @@ export function parseNftRuleset(text: string): NftRuleset | string {
   const chains: NftChain[] = [];
   const rules: NftRule[] = [];
   const sets: NftSet[] = [];
+  const xtables = new Set<'ip' | 'ip6'>();
+  const seenXtables = (family: string, table: string): void => {
+    if ((family === 'ip' || family === 'ip6') && READ_XTABLES.has(table)) xtables.add(family);
+  };
   const foreign = (family: string, table: string): family is NftFamily => IP_FAMILIES.has(family) && !isXtablesTable(family, table);
   for (const item of doc.data.nftables) {
     if ('table' in item) {
       const t = tableSchema.safeParse(item.table);
       if (!t.success) return `nft printed a table we cannot read: ${JSON.stringify(item.table).slice(0, 200)}`;
       if (foreign(t.data.family, t.data.name)) tables.push({ family: t.data.family, name: t.data.name });
+      seenXtables(t.data.family, t.data.name);
     } else if ('chain' in item) {
       const c = chainSchema.safeParse(item.chain);
       if (!c.success) return `nft printed a chain we cannot read: ${JSON.stringify(item.chain).slice(0, 200)}`;
       const d = c.data;
+      seenXtables(d.family, d.table);
       if (!foreign(d.family, d.table)) continue;
       let base: NftChain['base'] = null;
       if (d.hook !== undefined) {
@@ -131,7 +145,7 @@ export function parseNftRuleset(text: string): NftRuleset | string {
       }
     }
   }
-  return { tables, chains, rules, sets };
+  return { tables, chains, rules, sets, xtables: [...xtables] };
 }
 
 /**
@@ -141,11 +155,11 @@ export function parseNftRuleset(text: string): NftRuleset | string {
  */
 export function tablePart(rs: NftRuleset, family: string, name: string): NftRuleset {
   const mine = (x: { family: string; table: string }): boolean => x.family === family && x.table === name;
-  return { tables: rs.tables.filter((t) => t.family === family && t.name === name), chains: rs.chains.filter(mine), rules: rs.rules.filter(mine), sets: rs.sets.filter(mine) };
+  return { tables: rs.tables.filter((t) => t.family === family && t.name === name), chains: rs.chains.filter(mine), rules: rs.rules.filter(mine), sets: rs.sets.filter(mine), xtables: rs.xtables.filter((f) => f === family && READ_XTABLES.has(name)) };
 }
 
 export function joinRulesets(parts: readonly NftRuleset[]): NftRuleset {
-  return { tables: parts.flatMap((p) => p.tables), chains: parts.flatMap((p) => p.chains), rules: parts.flatMap((p) => p.rules), sets: parts.flatMap((p) => p.sets) };
+  return { tables: parts.flatMap((p) => p.tables), chains: parts.flatMap((p) => p.chains), rules: parts.flatMap((p) => p.rules), sets: parts.flatMap((p) => p.sets), xtables: [...new Set(parts.flatMap((p) => p.xtables))] };
 }
 
 /** The key of one rule in a listing: family, table, chain and handle. */

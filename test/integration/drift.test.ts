@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
 import { FRESH_FILTER, FWD_JUMP_LINE, JUMP_LINE, type TableName, ensureBuilt, failingKinds, fixture, freshHost, ipt, parseAudit, runCli, saveNatFilter, saveTable } from '../helpers/cli.js';
 import { type Backend, FRESH_NAT, type Netns } from '../helpers/netns.js';
@@ -293,6 +294,27 @@ describe('the other backend', () => {
     assert.match(apply.stdout, /^needs the operator: \[other-backend-undermining\] ipv4 /m);
     assert.equal(host.restores().length, written, 'a foreign rule is never deleted by apply');
     assert.equal(saveTable(ns, 'ipv4', 'legacy', 'nat'), legacy);
+  });
+
+  test("under legacy, iptables-nft-save runs only for a family where nft lists an iptables-nft table, and a DNAT of the endpoint there is still found (IG-304, backend nft)", (t) => {
+    const { ns, host, cli } = protectedHost(t, 'legacy');
+    // Every iptables-nft-save the CLI runs leaves its family in a log, then runs the real one.
+    const log = join(host.root, 'nft-saves');
+    host.stub('iptables-nft-save', `echo ipv4 >> ${log}; exec /usr/sbin/iptables-nft-save "$@"`);
+    host.stub('ip6tables-nft-save', `echo ipv6 >> ${log}; exec /usr/sbin/ip6tables-nft-save "$@"`);
+    const saves = (): string[] => (existsSync(log) ? readFileSync(log, 'utf8').split('\n').filter((l) => l !== '') : []);
+
+    assert.equal(cli('audit').code, 0);
+    assert.equal(cli('apply').code, 0);
+    assert.deepEqual(saves(), [], 'no iptables-nft table in this namespace: nothing for its save to read');
+
+    ipt(ns, 'ipv4', 'nft', 'nat', ['-A', 'PREROUTING', '-d', '169.254.169.254/32', '-p', 'tcp', '-m', 'tcp', '--dport', '80', '-j', 'DNAT', '--to-destination', '10.9.9.9']);
+    const audit = cli('audit', '--format', 'json');
+    assert.equal(audit.code, 1, audit.stdout);
+    const f = parseAudit(audit).findings.find((x) => x.kind === 'other-backend-undermining');
+    assert.equal(f?.id, 'IG-304');
+    assert.equal(f?.backend, 'nft');
+    assert.deepEqual(saves(), ['ipv4'], 'the IPv4 save, now that nft lists ip nat; still none for IPv6');
   });
 });
 

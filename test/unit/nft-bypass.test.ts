@@ -175,6 +175,7 @@ describe('nftBypassFindings on native tables captured from real nft', () => {
       chains: [{ family: 'inet', table: 'a b', name: 'pre', base: { type: 'filter', hook: 'prerouting', prio: -300 } }],
       rules: [{ family: 'inet', table: 'a b', chain: 'pre', handle: 4, expr: [{ notrack: null }] }],
       sets: [],
+      xtables: [],
     };
     const [f] = nftBypassFindings([DEFAULT[0]!], { ok: true, ruleset: rs, listing: new Map() }, 'nft');
     assert.doesNotMatch(f?.remediation ?? '', /^nft delete/);
@@ -187,6 +188,7 @@ describe('nftBypassFindings on native tables captured from real nft', () => {
       chains: [{ family: 'inet', table: 't', name: 'c', base: { type: 'filter', hook: 'prerouting', prio: -300 } }],
       rules: [{ family: 'inet', table: 't', chain: 'c', handle: 2, expr }],
       sets: [],
+      xtables: [],
     });
     const n = (expr: unknown[]): number => nftBypassFindings([DEFAULT[0]!], { ok: true, ruleset: rs(expr), listing: new Map() }, 'nft').length;
     assert.equal(n([{ match: { op: '==', left: { payload: { protocol: 'ip', field: 'daddr' } }, right: '@gone' } }, { notrack: null }]), 1);
