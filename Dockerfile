@@ -20,11 +20,14 @@ WORKDIR /opt/imds-guard
 # dist/ is self-contained: scripts/build.mjs bundles the dependencies.
 COPY --from=build /src/package.json ./package.json
 COPY --from=build /src/dist ./dist
-# A 1 MB young generation keeps RSS flat across bursts of Docker events (bench/agent.ts).
-ENV IMDS_GUARD_STATE_DIR=/var/lib/imds-guard NODE_ENV=production NODE_OPTIONS=--max-semi-space-size=1
-# The agent is PID 1: it installs its own SIGTERM/SIGINT/SIGHUP handlers (PID 1 has
-# no default signal actions) and only ever has short-lived iptables children to reap.
-ENTRYPOINT ["node", "/opt/imds-guard/dist/cli.js"]
+# No NODE_OPTIONS: the command (dist/imds-guard) gives `run` its V8 memory setting on
+# node's command line, and starts the health check's `status` from the CLI's snapshot,
+# which a NODE_OPTIONS would rule out (each check: one node start every 30 s).
+ENV IMDS_GUARD_STATE_DIR=/var/lib/imds-guard NODE_ENV=production
+# The agent is PID 1 (the command exec's node): it installs its own SIGTERM/SIGINT/SIGHUP
+# handlers (PID 1 has no default signal actions) and only ever has short-lived iptables
+# children to reap.
+ENTRYPOINT ["/opt/imds-guard/dist/imds-guard"]
 CMD ["run"]
 HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 \
-  CMD ["node", "/opt/imds-guard/dist/cli.js", "status", "--max-age", "120"]
+  CMD ["/opt/imds-guard/dist/imds-guard", "status", "--max-age", "120"]

@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { chunkUrl } from './bundle.js';
 import type { BenchNetns } from './netns.js';
@@ -38,8 +39,12 @@ export interface AgentPassProcess {
   stop(): void;
 }
 
-/** The NODE_OPTIONS systemd/imds-guard.service, openrc/imds-guard and the Dockerfile set. */
-export const DEPLOYED_NODE_OPTIONS = '--max-semi-space-size=1';
+/** The V8 setting the command (scripts/imds-guard.sh, AGENT_V8) gives `run` in every deployment form, given as NODE_OPTIONS. */
+export const DEPLOYED_NODE_OPTIONS = ((): string => {
+  const flag = /^AGENT_V8=(\S+)$/m.exec(readFileSync(new URL('../scripts/imds-guard.sh', import.meta.url), 'utf8'))?.[1];
+  if (flag === undefined) throw new Error('scripts/imds-guard.sh sets no AGENT_V8');
+  return flag;
+})();
 
 function childScript(cli: string, flags: Record<string, unknown>): string {
   const url = (m: string): string => JSON.stringify(chunkUrl(cli, m));

@@ -125,12 +125,12 @@ after(async () => {
   if (shimDir !== undefined) rmSync(shimDir, { recursive: true, force: true });
 });
 
-/** The NODE_OPTIONS every deployment form sets (systemd/imds-guard.service says it for all three): the memory reported is the deployed agent's. */
-const DEPLOYED_NODE_OPTIONS = /^Environment=NODE_OPTIONS=(.+)$/m.exec(readFileSync(join(REPO, 'systemd', 'imds-guard.service'), 'utf8'))?.[1] ?? '';
+/** The V8 setting the command (scripts/imds-guard.sh) gives `run` in every deployment form, given here as NODE_OPTIONS: the memory reported is the deployed agent's. */
+const DEPLOYED_NODE_OPTIONS = /^AGENT_V8=(\S+)$/m.exec(readFileSync(join(REPO, 'scripts', 'imds-guard.sh'), 'utf8'))?.[1] ?? '';
 
 async function startTheAgent(opts: AgentOptions): Promise<Agent> {
   await agent?.stop();
-  assert.notEqual(DEPLOYED_NODE_OPTIONS, '', 'systemd/imds-guard.service sets no NODE_OPTIONS');
+  assert.notEqual(DEPLOYED_NODE_OPTIONS, '', 'scripts/imds-guard.sh sets no AGENT_V8');
   agent = await startAgent(theLab(), { logLevel: 'info', ...opts, env: { NODE_OPTIONS: DEPLOYED_NODE_OPTIONS, ...opts.env }, extraArgs: ['--metrics-listen', METRICS, ...(opts.extraArgs ?? [])] });
   return agent;
 }

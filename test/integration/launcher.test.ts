@@ -32,20 +32,23 @@ function traced(command: string, args: readonly string[], env: NodeJS.ProcessEnv
   return { code: r.status, stdout: r.stdout, stderr: r.stderr, exec };
 }
 
-test('a one-shot verb starts from the snapshot; the agent, NODE_OPTIONS and a blob built by another node binary start dist/cli.js', (t) => {
+test('a one-shot verb starts from the snapshot; the agent (with its V8 setting), NODE_OPTIONS and a blob built by another node binary start dist/cli.js', (t) => {
   const blob = join(REPO, 'dist', 'cli.blob');
   const snap = traced(COMMAND, ['--version'], baseEnv());
   assert.equal(snap.code, 0, snap.stderr);
   assert.equal(snap.stdout, `${VERSION}\n`);
   assert.ok(snap.exec.includes(`--snapshot-blob ${blob} ${CLI} --version`), snap.exec);
 
-  for (const [what, args, env] of [
-    ['the agent', ['run', '--help'], baseEnv()],
-    ['NODE_OPTIONS set', ['--version'], baseEnv({ NODE_OPTIONS: '--max-semi-space-size=1' })],
+  // The agent gets its 1 MB young generation on node's command line, unless NODE_OPTIONS sets one.
+  for (const [what, args, env, node] of [
+    ['the agent', ['run', '--help'], baseEnv(), `--max-semi-space-size=1 ${CLI}`],
+    ['the agent, NODE_OPTIONS setting the young generation', ['run', '--help'], baseEnv({ NODE_OPTIONS: '--max-semi-space-size=4' }), `node ${CLI}`],
+    ['the agent, NODE_OPTIONS setting something else', ['run', '--help'], baseEnv({ NODE_OPTIONS: '--max-old-space-size=200' }), `--max-semi-space-size=1 ${CLI}`],
+    ['NODE_OPTIONS set', ['--version'], baseEnv({ NODE_OPTIONS: '--max-semi-space-size=1' }), `node ${CLI}`],
   ] as const) {
     const r = traced(COMMAND, args, env);
     assert.equal(r.code, 0, `${what}: ${r.stderr}`);
-    assert.ok(!r.exec.includes('--snapshot-blob') && r.exec.endsWith(`${CLI} ${args.join(' ')}`), `${what}: ${r.exec}`);
+    assert.ok(!r.exec.includes('--snapshot-blob') && r.exec.endsWith(`${node} ${args.join(' ')}`), `${what}: ${r.exec}`);
   }
 
   // A copy of dist/ (as `npm pack` and an install make one, with other mtimes) uses the

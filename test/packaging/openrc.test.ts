@@ -88,8 +88,9 @@ describe('OpenRC service under openrc-init', { skip: skipWithout(...needs), time
     const pid = childPid();
     assert.ok(alive(pid));
     const args = os().sh(`tr '\\0' ' ' </proc/${pid}/cmdline`).stdout;
-    // /usr/local/bin/imds-guard, npm's bin link to dist/imds-guard, exec's node dist/cli.js for `run`.
-    assert.match(args, /^\/usr\/local\/bin\/node (\/opt\/imds-guard\/dist\/cli\.js|\/usr\/local\/bin\/imds-guard) run\b/);
+    // /usr/local/bin/imds-guard, npm's bin link to dist/imds-guard, exec's node dist/cli.js for
+    // `run`, with the agent's V8 setting on the command line (no NODE_OPTIONS in the service).
+    assert.match(args, /^\/usr\/local\/bin\/node --max-semi-space-size=1 \/opt\/imds-guard\/dist\/cli\.js run\b/);
     const parent = os().sh(`ps -o args= -p $(ps -o ppid= -p ${pid})`).stdout;
     assert.match(parent, /^supervise-daemon imds-guard --start /);
     await os().waitFor('the "started" log line', () => events('started') >= 1, 10_000);

@@ -218,7 +218,8 @@ test('docker stack deploy runs one agent task per node, PID 1 in the lab\'s host
   const pid1 = await l.docker(['exec', agent, 'sh', '-c', 'tr "\\0" " " </proc/1/cmdline; echo; tr "\\0" "\\n" </proc/1/environ | grep ^XTABLES_LOCKFILE=; stat -c "%d:%i" /host/run']);
   assert.equal(pid1.code, 0, pid1.stderr);
   const [cmdline, lockEnv, hostRun] = pid1.stdout.split('\n');
-  assert.equal(cmdline?.trim(), 'node /opt/imds-guard/dist/cli.js run');
+  // The image's command exec's node with the agent's V8 setting (scripts/imds-guard.sh).
+  assert.equal(cmdline?.trim(), '/usr/local/bin/node --max-semi-space-size=1 /opt/imds-guard/dist/cli.js run');
   assert.equal(lockEnv, 'XTABLES_LOCKFILE=/host/run/xtables.lock');
   const run = statSync('/run');
   assert.equal(hostRun, `${run.dev}:${run.ino}`, '/host/run is not this machine\'s /run');
@@ -330,6 +331,11 @@ test('the task turns healthy: imds-guard status exits 0, Health.Status is health
   const l = theLab();
   const status = await l.docker(['exec', agent, 'node', '/opt/imds-guard/dist/cli.js', 'status']);
   assert.equal(status.code, 0, status.stdout + status.stderr);
+  // The health check's command, traced: it starts `status` from the CLI's snapshot (the
+  // image has no NODE_OPTIONS, and its node is the one that built dist/cli.blob).
+  const check = await l.docker(['exec', agent, 'sh', '-x', '/opt/imds-guard/dist/imds-guard', 'status', '--max-age', '120']);
+  assert.equal(check.code, 0, check.stdout + check.stderr);
+  assert.match(check.stderr, /^\+ exec \/usr\/local\/bin\/node --snapshot-blob \/opt\/imds-guard\/dist\/cli\.blob \/opt\/imds-guard\/dist\/cli\.js status --max-age 120$/m, check.stderr);
   // Swarm 20.10 keeps a task with a health check in "Starting" until the first check
   // passes, which runs one interval (30 s) after start; engines before 25 have no
   // start_interval. Until then `docker service logs` shows nothing of the task, which is
