@@ -31,10 +31,19 @@ const warm = Promise.all([
   import('./app/status.js'),
 ]);
 
+// Parsed once at build time, so that zod's compiled parsers of the config and of nft's
+// JSON (zod 4 generates an object schema's parser at its first parse) are in the heap
+// the snapshot saves: each verb parses its config, and apply its nft listing, without
+// compiling them first. Pure calls on constants: nothing of the build machine is kept.
+const warmParsers = Promise.all([import('./core/config.js'), import('./core/nft-ruleset.js')]).then(([config, nft]) => {
+  config.resolveConfig([{ source: 'snapshot', values: {} }]);
+  nft.parseNftRuleset(JSON.stringify({ nftables: [{ metainfo: { version: '1.0.6', json_schema_version: 1 } }, { table: { family: 'ip', name: 'nat', handle: 1 } }, { chain: { family: 'ip', table: 'nat', name: 'PREROUTING', handle: 1, type: 'nat', hook: 'prerouting', prio: -100, policy: 'accept' } }] }));
+});
+
 startupSnapshot.setDeserializeMainFunction(() => {
   // process.argv as node gives it to dist/cli.js: [node, dist/cli.js, verb, ...].
   globalThis.imdsGuardModuleUrl = pathToFileURL(process.argv[1] ?? __filename).href;
-  void warm.then(() => main(process.argv)).then((code) => {
+  void Promise.all([warm, warmParsers]).then(() => main(process.argv)).then((code) => {
     process.exitCode = code;
   });
 });
