@@ -111,10 +111,12 @@ async function nativeOnce(ports: Ports): Promise<NativeNftRead> {
   const chains = parsed(await ports.nft.chains());
   const tables = tablesToRead(chains.chains);
   if (tables.length === 0) return { ok: true, ruleset: chains, listing: new Map() };
+  // Where iptables-nft has tables is known from the chain list, whatever tables are read after it.
+  const { xtables } = chains;
   if (!tables.every((t) => isPlainNftName(t.name))) {
     const [json, text] = await Promise.all([ports.nft.rulesetJson(), ports.nft.rulesetText()]);
     const all = parsed(json);
-    return { ok: true, ruleset: joinRulesets(tables.map((t) => tablePart(all, t.family, t.name))), listing: parseNftListing(text) };
+    return { ok: true, ruleset: { ...joinRulesets(tables.map((t) => tablePart(all, t.family, t.name))), xtables }, listing: parseNftListing(text) };
   }
   const parts = await Promise.all(
     tables.map(async (t) => {
@@ -122,7 +124,7 @@ async function nativeOnce(ports: Ports): Promise<NativeNftRead> {
       return { ruleset: tablePart(parsed(json), t.family, t.name), listing: parseNftListing(text) };
     }),
   );
-  return { ok: true, ruleset: joinRulesets(parts.map((p) => p.ruleset)), listing: new Map(parts.flatMap((p) => [...p.listing])) };
+  return { ok: true, ruleset: { ...joinRulesets(parts.map((p) => p.ruleset)), xtables }, listing: new Map(parts.flatMap((p) => [...p.listing])) };
 }
 
 async function dockerFacts(config: Config, ports: Ports): Promise<{ facts: DockerFacts | null; reachable: boolean | null }> {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { Logger } from 'pino';
 import type { Ports } from '../../src/app/ports.js';
+import { observe } from '../../src/app/observe.js';
 import { reconcile } from '../../src/app/reconcile.js';
 import { type CgroupPath, readCgroupPath } from '../../src/core/cgroup.js';
 import type { Config } from '../../src/core/config.js';
@@ -33,6 +34,8 @@ interface FakeHost {
   cgroups?: Map<string, number>;
   /** What every nft listing answers (the whole ruleset, in JSON and as text; readNativeNft keeps each table's part); default: no native table. */
   nft?: { json: string; text: string } | Error;
+  /** Families whose legacy tables are loaded; default none. */
+  legacy?: readonly Family[];
 }
 
 /**
@@ -78,7 +81,7 @@ function fakePorts(host: FakeHost): { ports: Ports; rec: Recorder } {
         rec.payloads.push(payload);
         host.onRestore?.(++restores, family, table);
       },
-      legacyLoaded: async () => false,
+      legacyLoaded: async (family) => host.legacy?.includes(family) === true,
       familyPresent: async () => true,
     },
     nft: {
@@ -191,6 +194,42 @@ describe('reconcile with recording fake ports', () => {
     const f = r.findings.find((x) => x.kind === 'table-unreadable');
     assert.deepEqual([f?.status, f?.family, f?.evidence], ['fail', 'ipv6', ['ip6tables-nft-save failed (exit 1): x']]);
     assert.deepEqual(rec.calls.filter((c) => c.startsWith('conntrack')), ['conntrack 169.254.169.254'], 'only the protected family has its connections cut');
+  });
+});
+
+describe('observe: the other backend under legacy', () => {
+  const LEGACY: Config = config({ backend: 'auto', docker: false });
+  const listing = (items: readonly object[]): string => JSON.stringify({ nftables: [{ metainfo: { version: '1.0.6', json_schema_version: 1 } }, ...items] });
+  const ipNat = [{ table: { family: 'ip', name: 'nat', handle: 1 } }, { chain: { family: 'ip', table: 'nat', name: 'PREROUTING', handle: 1, type: 'nat', hook: 'prerouting', prio: -100, policy: 'accept' } }];
+  // A foreign table with a base chain before dstnat: readNativeNft reads its rules too.
+  const early = [{ table: { family: 'inet', name: 'early', handle: 2 } }, { chain: { family: 'inet', table: 'early', name: 'pre', handle: 1, type: 'filter', hook: 'prerouting', prio: -300, policy: 'accept' } }];
+  const saves = { ipv4: section('nat', []), ipv6: section('nat', []) };
+  const nftSaves = (calls: readonly string[]): string[] => calls.filter((c) => c.startsWith('save') && c.endsWith(' nft'));
+
+  for (const [what, items, want] of [
+    ['no iptables-nft table: no iptables-nft-save runs', [], []],
+    ['no iptables-nft table, a foreign table read after the chain list: none either', early, []],
+    ['ip nat listed: the IPv4 save runs, not the IPv6 one', ipNat, ['save ipv4 nft']],
+    ['ip nat listed beside a foreign table whose rules are read: still the IPv4 save', [...ipNat, ...early], ['save ipv4 nft']],
+  ] as const) {
+    test(what, async () => {
+      const { ports, rec } = fakePorts({ saves, legacy: ['ipv4', 'ipv6'], nft: { json: listing(items), text: '' } });
+      await observe(LEGACY, ports);
+      assert.deepEqual(nftSaves(rec.calls), want);
+    });
+  }
+
+  test('nft that cannot list (missing, or failing): both iptables-nft saves run', async () => {
+    const { ports, rec } = fakePorts({ saves, legacy: ['ipv4', 'ipv6'], nft: new CommandError('nft: not found', 'command-missing', 'nft') });
+    await observe(LEGACY, ports);
+    assert.deepEqual(nftSaves(rec.calls).sort(), ['save ipv4 nft', 'save ipv6 nft']);
+  });
+
+  test('no legacy table loaded: the iptables-nft saves run without waiting for nft', async () => {
+    const { ports, rec } = fakePorts({ saves, nft: { json: listing([]), text: '' } });
+    await observe(LEGACY, ports);
+    assert.deepEqual(nftSaves(rec.calls).sort(), ['save ipv4 nft', 'save ipv6 nft']);
+    assert.ok(rec.calls.indexOf('save ipv4 nft') < rec.calls.indexOf('nft json'), `the saves are spawned before the native listing: ${rec.calls.join(', ')}`);
   });
 });
 
