@@ -189,7 +189,13 @@ export function buildProgram(): Command {
   return program;
 }
 
-export async function main(argv: string[]): Promise<number> {
+/**
+ * The program with its errors thrown (not exited on) and printed as one line. Built once
+ * per process: the start-up snapshot builds it at build time (src/snapshot.ts), which
+ * nothing here forbids: construction reads no environment, terminal or file (commander
+ * asks the terminal only when it prints, through `process`, as it runs).
+ */
+export function prepareProgram(): Command {
   const program = buildProgram();
   // One line, in the same form as every other error: "imds-guard: what", then the hint.
   const output = {
@@ -197,6 +203,10 @@ export async function main(argv: string[]): Promise<number> {
   };
   program.exitOverride().configureOutput(output);
   for (const c of program.commands) c.exitOverride().configureOutput(output);
+  return program;
+}
+
+export async function main(argv: string[], program: Command = prepareProgram()): Promise<number> {
   try {
     await program.parseAsync(argv);
     return Number(process.exitCode ?? 0);

@@ -1,7 +1,7 @@
 import './snapshot-url.js';
 import { startupSnapshot } from 'node:v8';
 import { pathToFileURL } from 'node:url';
-import { main } from './program.js';
+import { main, prepareProgram } from './program.js';
 
 /**
  * The one-shot verbs' start-up snapshot (dist/cli.blob, built by scripts/build.mjs with
@@ -40,10 +40,14 @@ const warmParsers = Promise.all([import('./core/config.js'), import('./core/nft-
   nft.parseNftRuleset(JSON.stringify({ nftables: [{ metainfo: { version: '1.0.6', json_schema_version: 1 } }, { table: { family: 'ip', name: 'nat', handle: 1 } }, { chain: { family: 'ip', table: 'nat', name: 'PREROUTING', handle: 1, type: 'nat', hook: 'prerouting', prio: -100, policy: 'accept' } }] }));
 });
 
+// The command line's program, with every verb's options: built here, its construction
+// (about 10 ms of commander, cold) is not paid at each start. One process parses it once.
+const program = prepareProgram();
+
 startupSnapshot.setDeserializeMainFunction(() => {
   // process.argv as node gives it to dist/cli.js: [node, dist/cli.js, verb, ...].
   globalThis.imdsGuardModuleUrl = pathToFileURL(process.argv[1] ?? __filename).href;
-  void Promise.all([warm, warmParsers]).then(() => main(process.argv)).then((code) => {
+  void Promise.all([warm, warmParsers]).then(() => main(process.argv, program)).then((code) => {
     process.exitCode = code;
   });
 });
