@@ -40,6 +40,10 @@ const warmParsers = Promise.all([import('./core/config.js'), import('./core/nft-
   nft.parseNftRuleset(JSON.stringify({ nftables: [{ metainfo: { version: '1.0.6', json_schema_version: 1 } }, { table: { family: 'ip', name: 'nat', handle: 1 } }, { chain: { family: 'ip', table: 'nat', name: 'PREROUTING', handle: 1, type: 'nat', hook: 'prerouting', prio: -100, policy: 'accept' } }] }));
 });
 
+// The verbs' functions compiled before the heap is saved: their first pass runs here,
+// against a made-up host in memory (src/snapshot-warmup.ts).
+const warmVerbs = warm.then(async () => (await import('./snapshot-warmup.js')).warmOneShotVerbs());
+
 // The command line's program, with every verb's options: built here, its construction
 // (about 10 ms of commander, cold) is not paid at each start. One process parses it once.
 const program = prepareProgram();
@@ -47,7 +51,7 @@ const program = prepareProgram();
 startupSnapshot.setDeserializeMainFunction(() => {
   // process.argv as node gives it to dist/cli.js: [node, dist/cli.js, verb, ...].
   globalThis.imdsGuardModuleUrl = pathToFileURL(process.argv[1] ?? __filename).href;
-  void Promise.all([warm, warmParsers]).then(() => main(process.argv, program)).then((code) => {
+  void Promise.all([warm, warmParsers, warmVerbs]).then(() => main(process.argv, program)).then((code) => {
     process.exitCode = code;
   });
 });
