@@ -7,9 +7,11 @@ import { main, prepareProgram } from './program.js';
  * The one-shot verbs' start-up snapshot (dist/cli.blob, built by scripts/build.mjs with
  * `node --build-snapshot` from this file bundled as dist/snapshot.cjs; started by
  * dist/imds-guard). Building it runs this file and the imports below, then saves V8's
- * heap: the modules a verb needs arrive compiled and initialized (zod's schemas built,
- * commander loaded). `--version` from dist/cli.js spends about 70 ms over an empty node
- * loading them; from the snapshot, about 30 (deserializing it). bench: breakdown.
+ * heap: the modules a verb needs arrive initialized (zod's schemas built, commander
+ * loaded, the program's options declared) and their functions compiled (V8 compiles a
+ * function at its first call and the snapshot keeps the code: the verbs run once below,
+ * on a made-up host). `--version` from dist/cli.js spends about 55 ms over an empty node
+ * loading them; from the snapshot, about 25 (deserializing it). bench: breakdown.
  *
  * What is initialized here is frozen at build time, so only modules whose loading reads
  * nothing of the run: no environment, no terminal, no open handle (the snapshot refuses
